@@ -1,0 +1,175 @@
+"""Call binding plans: from a function's signature, decided once, to a key per call.
+
+The default keymap turns a call into the tuple of its *bound* argument values, in parameter
+order, so that ``f(1, 2)``, ``f(1, y=2)`` and ``f(x=1, y=2)`` share a key and defaults are
+filled in. Everything that depends only on the signature (names, positions, defaults,
+ignored parameters) is computed here at decoration time; the per-call work is a few tuple
+operations. The commonest call, all parameters passed positionally, needs no work at all:
+its key is ``args`` itself (``Plan.fast_arity`` tells the memoizer when).
+
+Key layout: ``(*positional parameters, *surplus varargs, *keyword-only parameters)`` and,
+when extra keywords reach a ``**kwargs`` function, ``KWDS`` followed by the sorted
+``name, value`` pairs. Ignored parameters are left out of the key entirely. Because the
+number of keyword-only parameters is fixed, the layout is unambiguous.
+"""
+
+from __future__ import annotations
+
+import inspect
+import numbers
+from collections.abc import Callable, Iterable
+from typing import Any
+
+__all__ = ["KWDS", "MISSING", "Plan", "plan_call"]
+
+
+class _Marker:
+    """A named singleton that pickles by reference and reprs as its name."""
+
+    __slots__ = ("_name",)
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __repr__(self) -> str:
+        return self._name
+
+    def __reduce__(self) -> str:
+        return self._name
+
+
+#: Separates named values from extra keyword arguments in a key.
+KWDS = _Marker("KWDS")
+#: Stands for a required argument the call did not pass (the call itself will fail).
+MISSING = _Marker("MISSING")
+
+_POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+
+
+class Plan:
+    """``plan(args, kwds) -> key`` for one function.
+
+    ``fast_arity`` is ``n`` when a call with no keywords and exactly ``n`` positional
+    arguments has ``args`` itself as its key, else ``-1``; the memoizer inlines that case.
+    """
+
+    def __init__(
+        self,
+        params: list[inspect.Parameter],
+        ignored: set,
+        keep_surplus: bool = True,
+        keep_extras: bool = True,
+    ) -> None:
+        positional = [p for p in params if p.kind in _POSITIONAL]
+        self.nparams = len(positional)
+        self._defaults = [MISSING if p.default is p.empty else p.default for p in positional]
+        self._positions = {
+            p.name: i for i, p in enumerate(positional) if p.kind is not p.POSITIONAL_ONLY
+        }
+        kept = [i for i, p in enumerate(positional) if p.name not in ignored and i not in ignored]
+        self._kept = None if len(kept) == self.nparams else tuple(kept)
+        kwonly = [p for p in params if p.kind is p.KEYWORD_ONLY]
+        self._kwonly = {p.name: (MISSING if p.default is p.empty else p.default) for p in kwonly}
+        self._kwonly_kept = tuple(p.name for p in kwonly if p.name not in ignored)
+        self._ignored_names = frozenset(n for n in ignored if isinstance(n, str))
+        self._keep_surplus = keep_surplus
+        self._keep_extras = keep_extras
+        simple = self._kept is None and not self._kwonly_kept
+        self.fast_arity = self.nparams if simple else -1
+        # With no named parameters at all, any keyword-free call is keyed by its args.
+        self._args_only = simple and self.nparams == 0 and keep_surplus
+        self._by_keyword = _keyword_tails(positional, self._positions) if simple else {}
+
+    def __call__(self, args: tuple, kwds: dict) -> tuple:
+        if not kwds:
+            if len(args) == self.fast_arity or self._args_only:
+                return args
+        else:
+            tail = self._by_keyword.get(len(args))
+            if tail is not None and kwds.keys() == tail[1]:
+                return args + tuple(map(kwds.__getitem__, tail[0]))
+        return self._bind(args, kwds)
+
+    def _bind(self, args: tuple, kwds: dict) -> tuple:
+        nparams = self.nparams
+        values = list(self._defaults)
+        values[: min(len(args), nparams)] = args[:nparams]
+        kwonly = dict(self._kwonly)
+        extras = {}
+        for name, value in kwds.items():
+            index = self._positions.get(name)
+            if index is not None:
+                values[index] = value
+            elif name in kwonly:
+                kwonly[name] = value
+            elif name not in self._ignored_names:
+                extras[name] = value
+        key = tuple(values) if self._kept is None else tuple(values[i] for i in self._kept)
+        if self._keep_surplus:
+            key += args[nparams:]
+        if self._kwonly_kept:
+            key += tuple(kwonly[name] for name in self._kwonly_kept)
+        if extras and self._keep_extras:
+            key += (KWDS, *_flatten_sorted(extras))
+        return key
+
+    def __repr__(self) -> str:
+        return f"<Plan nparams={self.nparams} fast_arity={self.fast_arity}>"
+
+
+def _keyword_tails(positional: list, positions: dict) -> dict[int, tuple[tuple, frozenset]]:
+    """For ``n`` positional args, the names the remaining parameters take as keywords."""
+    tails = {}
+    for nargs in range(len(positional)):
+        names = tuple(p.name for p in positional[nargs:])
+        if all(name in positions for name in names):
+            tails[nargs] = (names, frozenset(names))
+    return tails
+
+
+def _flatten_sorted(extras: dict) -> list:
+    flat: list = []
+    for name in sorted(extras):
+        flat += (name, extras[name])
+    return flat
+
+
+def _split_ignore(ignore: Any) -> tuple[set, bool, bool]:
+    if isinstance(ignore, (str, numbers.Integral)):
+        ignore = (ignore,)
+    ignored: set = set()
+    keep_surplus = keep_extras = True
+    for item in ignore or ():
+        if item == "*":
+            keep_surplus = False
+        elif item == "**":
+            keep_extras = False
+        elif isinstance(item, (str, numbers.Integral)):
+            ignored.add(item)
+        else:
+            raise TypeError(f"ignore takes parameter names and positions, not {item!r}")
+    return ignored, keep_surplus, keep_extras
+
+
+def parameters(func: Callable) -> list[inspect.Parameter] | None:
+    """The parameters of ``func`` (partials and bound methods resolved), or None if unknown."""
+    try:
+        return list(inspect.signature(func).parameters.values())
+    except (TypeError, ValueError):  # builtins and C callables without a signature
+        return None
+
+
+def plan_call(func: Callable, ignore: Iterable | str | int = ()) -> Plan:
+    """The binding plan for calls of ``func``, leaving the ``ignore``-d parameters out.
+
+    ``ignore`` holds parameter names and positions, ``'*'`` (drop surplus positional
+    arguments) and ``'**'`` (drop extra keyword arguments).
+    """
+    ignored, keep_surplus, keep_extras = _split_ignore(ignore)
+    params = parameters(func)
+    if params is None:  # unknown signature: key the raw call, positionals then keywords
+        params = [
+            inspect.Parameter("args", inspect.Parameter.VAR_POSITIONAL),
+            inspect.Parameter("kwds", inspect.Parameter.VAR_KEYWORD),
+        ]
+    return Plan(params, ignored, keep_surplus, keep_extras)

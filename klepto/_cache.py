@@ -1,0 +1,198 @@
+"""The six classic cache decorators, as thin factories over the one memoizer.
+
+``lru_cache(maxsize=100, cache=None, keymap=None, ignore=None, tol=None, deep=False,
+purge=False)`` and friends are classes; an instance is a decorator, and one instance applied
+to two functions shares one cache object between them (as in classic klepto). Each class only
+chooses an eviction policy; ``klepto.safe`` subclasses choose the forgiving variant.
+"""
+
+from __future__ import annotations
+
+import functools
+import numbers
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from klepto._memoize import Memo, NoCacheMemo, memoize
+from klepto._policies import get_policy
+from klepto.tools import CacheInfo
+
+__all__ = [
+    "CacheInfo",
+    "Counter",
+    "inf_cache",
+    "lfu_cache",
+    "lru_cache",
+    "mru_cache",
+    "no_cache",
+    "rr_cache",
+]
+
+
+class Counter(dict):
+    """A dict whose missing keys read as 0."""
+
+    def __missing__(self, key: Any) -> int:
+        return 0
+
+
+def _normalise_ignore(ignore: Any) -> tuple:
+    if ignore is None:
+        return ()
+    if isinstance(ignore, (str, numbers.Integral)):
+        return (ignore,)
+    return tuple(ignore)
+
+
+def _check_maxsize(maxsize: Any) -> int | None:
+    if maxsize is None:
+        return None
+    if isinstance(maxsize, bool) or not isinstance(maxsize, numbers.Integral):
+        raise TypeError(f"maxsize must be an int or None, not {maxsize!r}")
+    if maxsize < 0:
+        raise ValueError(f"maxsize must be >= 0, not {maxsize!r}")
+    return int(maxsize)
+
+
+def _rounder(tol: Any, deep: bool) -> Callable | None:
+    if tol is None:
+        return None
+    from klepto.rounding import deep_round_factory, simple_round_factory
+
+    return deep_round_factory(tol) if deep else simple_round_factory(tol)
+
+
+class _CacheDecorator:
+    """Shared construction and application of the classic decorators."""
+
+    policy: ClassVar[str] = "lru"
+    safe: ClassVar[bool] = False
+    #: Constructor arguments a class overrides whatever the caller passes.
+    forced: ClassVar[dict[str, Any]] = {}
+    #: The sibling classes that ``maxsize=0`` and ``maxsize=None`` redirect to.
+    redirects: ClassVar[dict[Any, str]] = {0: "no_cache", None: "inf_cache"}
+
+    def __new__(cls, *args: Any, **kwds: Any) -> Any:
+        if cls.redirects:
+            maxsize = kwds["maxsize"] if "maxsize" in kwds else (args[0] if args else 100)
+            target = cls.redirects.get(maxsize) if maxsize in (0, None) else None
+            if target is not None:
+                return cls._family()[target](*args, **kwds)
+        return super().__new__(cls)
+
+    @classmethod
+    def _family(cls) -> dict[str, type]:
+        from klepto import _cache, safe
+
+        module = safe if cls.safe else _cache
+        return {name: getattr(module, name) for name in ("no_cache", "inf_cache")}
+
+    def __init__(
+        self,
+        maxsize: int | None = 100,
+        cache: Any = None,
+        keymap: Any = None,
+        ignore: Any = None,
+        tol: Any = None,
+        deep: bool = False,
+        purge: bool = False,
+    ) -> None:
+        maxsize = self.forced.get("maxsize", maxsize)
+        purge = self.forced.get("purge", purge)
+        self.__state__ = {
+            "maxsize": _check_maxsize(maxsize),
+            "cache": _make_cache(cache),
+            "keymap": keymap if keymap is not None else self._default_keymap(),
+            "ignore": _normalise_ignore(ignore),
+            "roundargs": _rounder(tol, deep),
+            "tol": tol,
+            "deep": deep,
+            "purge": bool(purge),
+        }
+
+    def _default_keymap(self) -> Any:
+        from klepto import keymaps
+
+        return keymaps.stringmap(flat=False) if self.safe else keymaps.stablemap()
+
+    def __call__(self, user_function: Any) -> Any:
+        if isinstance(user_function, (classmethod, staticmethod)):
+            return type(user_function)(self(user_function.__func__))
+        if not callable(user_function):
+            raise TypeError(f"cannot memoize a non-callable {user_function!r}")
+        state = self.__state__
+        memo_class = NoCacheMemo if self.policy == "no" else Memo
+        memo = memo_class(
+            user_function,
+            cache=state["cache"],
+            policy=get_policy(self.policy, state["maxsize"]),
+            keymap=state["keymap"],
+            ignore=state["ignore"],
+            rounder=state["roundargs"],
+            maxsize=state["maxsize"],
+            purge=state["purge"],
+            safe=self.safe,
+        )
+        return memoize(memo)
+
+    def __get__(self, obj: Any, objtype: Any = None) -> Callable[..., Any]:
+        return functools.partial(self.__call__, obj)
+
+    def __reduce__(self) -> tuple:
+        state = self.__state__
+        args = (state["maxsize"], state["cache"], state["keymap"], state["ignore"])
+        return (type(self), (*args, state["tol"], state["deep"], state["purge"]))
+
+    def __repr__(self) -> str:
+        state = self.__state__
+        return f"{type(self).__name__}(maxsize={state['maxsize']!r}, keymap={state['keymap']!r})"
+
+
+def _make_cache(cache: Any) -> Any:
+    from klepto.archives import cache as cache_front
+
+    if cache is None:
+        return cache_front()
+    if type(cache) is dict:
+        return cache_front(cache)
+    return cache
+
+
+class no_cache(_CacheDecorator):  # noqa: N801 -- the classic public name
+    """Never keeps results in memory; with an archive, every result is written through."""
+
+    policy = "no"
+    forced: ClassVar[dict[str, Any]] = {"maxsize": 0, "purge": True}
+    redirects: ClassVar[dict[Any, str]] = {}
+
+
+class inf_cache(_CacheDecorator):  # noqa: N801 -- the classic public name
+    """An unbounded cache: never evicts."""
+
+    policy = "inf"
+    forced: ClassVar[dict[str, Any]] = {"maxsize": None, "purge": False}
+    redirects: ClassVar[dict[Any, str]] = {}
+
+
+class lru_cache(_CacheDecorator):  # noqa: N801 -- the classic public name
+    """Evicts the least recently used result past ``maxsize``."""
+
+    policy = "lru"
+
+
+class mru_cache(_CacheDecorator):  # noqa: N801 -- the classic public name
+    """Evicts the most recently used result (before the newest) past ``maxsize``."""
+
+    policy = "mru"
+
+
+class lfu_cache(_CacheDecorator):  # noqa: N801 -- the classic public name
+    """Evicts the ``max(2, maxsize // 10)`` least frequently used results past ``maxsize``."""
+
+    policy = "lfu"
+
+
+class rr_cache(_CacheDecorator):  # noqa: N801 -- the classic public name
+    """Evicts a random result past ``maxsize`` (drawn with the global ``random`` module)."""
+
+    policy = "rr"

@@ -1,0 +1,299 @@
+"""Canonical keys: hashable forms of unhashable arguments, and process-stable key bytes.
+
+Two jobs, both about keys and both independent of ``PYTHONHASHSEED``:
+
+* :func:`freeze` turns an unhashable argument (list, dict, set, numpy array, dataclass) into a
+  hashable :class:`Frozen` value whose equality mirrors the original's, so memoization works
+  for any argument that can be compared.
+* :func:`stable_bytes` encodes a key into bytes that are identical in every process and on
+  every machine; :func:`stable_hash` is a short digest of them. Archives locate entries by
+  these, never by the salted builtin ``hash``. Values equal in Python encode equally where
+  the numeric tower allows it (``3``, ``3.0`` and ``True == 1`` share a key, as in memory).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import decimal
+import enum
+import hashlib
+import math
+import struct
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["Frozen", "freeze", "stable_bytes", "stable_hash"]
+
+# Arrays up to this size are frozen with their bytes; larger ones with a 256-bit digest.
+_INLINE_ARRAY_BYTES = 4096
+
+
+class Frozen(tuple):
+    """A hashable stand-in for an unhashable value: ``Frozen((kind, *parts))``.
+
+    It equals only another ``Frozen`` with equal parts, never a plain tuple, so ``f([1, 2])``
+    and ``f((1, 2))`` stay distinct keys.
+    """
+
+    __slots__ = ()
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is Frozen and tuple.__eq__(self, other)
+
+    def __ne__(self, other: object) -> bool:
+        return not self.__eq__(other)
+
+    def __hash__(self) -> int:
+        return hash(("klepto.Frozen", tuple.__hash__(self)))
+
+    def __repr__(self) -> str:
+        return "Frozen" + tuple.__repr__(self)
+
+    def __reduce__(self) -> tuple:
+        return (Frozen, (tuple(self),))
+
+
+def freeze(value: Any) -> Any:
+    """A hashable value equal (as a key) to ``value``; hashable values are returned as is.
+
+    Raises ``TypeError`` naming the type when no faithful hashable form exists.
+    """
+    try:
+        hash(value)
+    except TypeError:
+        return _freeze_unhashable(value)
+    if type(value) is tuple:
+        return value if not _has_unhashable(value) else tuple(freeze(v) for v in value)
+    return value
+
+
+def _has_unhashable(items: tuple) -> bool:
+    # hash(tuple) already succeeded for the top level; nested unhashables would have failed.
+    return False
+
+
+def _freeze_unhashable(value: Any) -> Any:
+    kind = type(value)
+    if kind is tuple:
+        return tuple(freeze(v) for v in value)
+    if kind is list:
+        return Frozen(("list", *(freeze(v) for v in value)))
+    if isinstance(value, dict):
+        return Frozen(("dict", frozenset((freeze(k), freeze(v)) for k, v in value.items())))
+    if isinstance(value, (set, frozenset)):
+        return frozenset(freeze(v) for v in value)
+    if isinstance(value, bytearray):
+        return bytes(value)
+    if isinstance(value, list):
+        return Frozen(("list", *(freeze(v) for v in value)))
+    if _is_ndarray(value):
+        return _freeze_array(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return Frozen(("object", _qualified_name(kind), *_dataclass_fields(value, freeze)))
+    raise TypeError(
+        f"cannot use an unhashable {kind.__qualname__} as (part of) a cache key; "
+        "pass a hashable value, a list/dict/set/array/dataclass, or choose a keymap"
+    )
+
+
+def _dataclass_fields(value: Any, convert: Callable[[Any], Any]) -> tuple:
+    return tuple(
+        (f.name, convert(getattr(value, f.name)))
+        for f in dataclasses.fields(value)
+        if f.compare
+    )
+
+
+def _is_ndarray(value: Any) -> bool:
+    kind = type(value)
+    return kind.__module__ == "numpy" and kind.__name__ == "ndarray"
+
+
+def _freeze_array(array: Any) -> Frozen:
+    contiguous = array.tobytes(order="C")
+    if array.dtype.hasobject:
+        raise TypeError("cannot use a numpy array of Python objects as a cache key")
+    if len(contiguous) > _INLINE_ARRAY_BYTES:
+        contiguous = hashlib.blake2b(contiguous, digest_size=32).digest()
+    return Frozen(("ndarray", array.dtype.str, tuple(array.shape), contiguous))
+
+
+def _qualified_name(obj: Any) -> str:
+    return f"{obj.__module__}.{obj.__qualname__}"
+
+
+# --- stable bytes ---------------------------------------------------------------------------
+
+_INT = struct.Struct(">I")
+
+
+def stable_bytes(key: Any) -> bytes:
+    """Encode ``key`` into bytes that are the same in every process (no salted ``hash``).
+
+    Raises ``TypeError`` naming the type when a part of the key has no stable encoding.
+    """
+    out = bytearray()
+    _encode(key, out)
+    return bytes(out)
+
+
+def stable_hash(key: Any, size: int = 16) -> str:
+    """Hex digest (blake2b, ``size`` bytes) of :func:`stable_bytes` of ``key``."""
+    return hashlib.blake2b(stable_bytes(key), digest_size=size).hexdigest()
+
+
+def _chunk(tag: bytes, data: bytes, out: bytearray) -> None:
+    out += tag
+    out += _INT.pack(len(data))
+    out += data
+
+
+def _encode_int(value: int, out: bytearray) -> None:
+    _chunk(b"i", str(value).encode("ascii"), out)
+
+
+def _encode_float(value: float, out: bytearray) -> None:
+    if math.isfinite(value) and value.is_integer():
+        _encode_int(int(value), out)  # 3.0 == 3: one key, as in memory
+    else:
+        _chunk(b"f", value.hex().encode("ascii"), out)
+
+
+def _encode_complex(value: complex, out: bytearray) -> None:
+    if value.imag == 0:
+        _encode_float(value.real, out)
+    else:
+        out += b"c"
+        _encode_float(value.real, out)
+        _encode_float(value.imag, out)
+
+
+def _encode_decimal(value: decimal.Decimal, out: bytearray) -> None:
+    if value.is_finite() and value == value.to_integral_value():
+        _encode_int(int(value), out)
+    else:
+        _chunk(b"D", str(value.normalize()).encode("ascii"), out)
+
+
+def _encode_sequence(tag: bytes, items: Any, out: bytearray) -> None:
+    out += tag
+    out += _INT.pack(len(items))
+    for item in items:
+        _encode(item, out)
+
+
+def _encode_unordered(tag: bytes, items: Any, out: bytearray) -> None:
+    parts = sorted(stable_bytes(item) for item in items)
+    out += tag
+    out += _INT.pack(len(parts))
+    for part in parts:
+        out += part
+
+
+def _encode_dict(value: dict, out: bytearray) -> None:
+    _encode_unordered(b"d", [(k, v) for k, v in value.items()], out)
+
+
+def _encode_frozen(value: Frozen, out: bytearray) -> None:
+    _encode_sequence(b"z", tuple(value), out)
+
+
+def _encode_text(value: str, out: bytearray) -> None:
+    _chunk(b"s", value.encode("utf-8", "surrogatepass"), out)
+
+
+_ENCODERS: dict[type, Callable[[Any, bytearray], None]] = {
+    type(None): lambda v, out: out.extend(b"N"),
+    bool: lambda v, out: _encode_int(int(v), out),
+    int: _encode_int,
+    float: _encode_float,
+    complex: _encode_complex,
+    str: _encode_text,
+    bytes: lambda v, out: _chunk(b"b", v, out),
+    bytearray: lambda v, out: _chunk(b"b", bytes(v), out),
+    tuple: lambda v, out: _encode_sequence(b"(", v, out),
+    list: lambda v, out: _encode_frozen(freeze(v), out),
+    Frozen: _encode_frozen,
+    frozenset: lambda v, out: _encode_unordered(b"{", v, out),
+    set: lambda v, out: _encode_unordered(b"{", v, out),
+    dict: lambda v, out: _encode_frozen(freeze(v), out),
+    decimal.Decimal: _encode_decimal,
+    datetime.datetime: lambda v, out: _chunk(b"T", v.isoformat().encode("ascii"), out),
+    datetime.date: lambda v, out: _chunk(b"a", v.isoformat().encode("ascii"), out),
+    datetime.time: lambda v, out: _chunk(b"t", v.isoformat().encode("ascii"), out),
+    datetime.timedelta: lambda v, out: _encode_sequence(
+        b"r", (v.days, v.seconds, v.microseconds), out
+    ),
+    uuid.UUID: lambda v, out: _chunk(b"u", v.bytes, out),
+}
+
+
+def _encode(value: Any, out: bytearray) -> None:
+    encoder = _ENCODERS.get(type(value))
+    if encoder is not None:
+        encoder(value, out)
+    else:
+        _encode_other(value, out)
+
+
+def _encode_other(value: Any, out: bytearray) -> None:
+    kind = type(value)
+    if isinstance(value, enum.Enum):
+        _chunk(b"e", f"{_qualified_name(kind)}.{value.name}".encode(), out)
+    elif kind.__module__ == "numpy":
+        _encode_numpy(value, out)
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        _encode_frozen(_freeze_dataclass_for_bytes(value), out)
+    elif _is_named_global(value):
+        _chunk(b"g", _global_name(value).encode(), out)
+    else:
+        _encode_subclass_or_fail(value, out)
+
+
+def _encode_numpy(value: Any, out: bytearray) -> None:
+    if _is_ndarray(value):
+        _encode_frozen(_freeze_array(value), out)
+    elif hasattr(value, "item"):
+        _encode(value.item(), out)  # numpy scalars equal their Python values
+    else:
+        _encode_subclass_or_fail(value, out)
+
+
+def _freeze_dataclass_for_bytes(value: Any) -> Frozen:
+    return Frozen(("object", _qualified_name(type(value)), *_dataclass_fields(value, freeze)))
+
+
+def _is_named_global(value: Any) -> bool:
+    """A module-level function or class, or a singleton that pickles by global name."""
+    if isinstance(value, type) or callable(value) and hasattr(value, "__qualname__"):
+        return "<" not in getattr(value, "__qualname__", "<")
+    reducer = getattr(type(value), "__reduce__", None)
+    if reducer is None or reducer is object.__reduce__:
+        return False
+    try:
+        return isinstance(value.__reduce__(), str)
+    except Exception:  # a broken __reduce__ just means "not a named singleton"
+        return False
+
+
+def _global_name(value: Any) -> str:
+    if isinstance(value, type) or hasattr(value, "__qualname__"):
+        return _qualified_name(value)
+    return f"{type(value).__module__}.{value.__reduce__()}"
+
+
+_BASES = (bool, int, float, complex, str, bytes, tuple, frozenset)
+
+
+def _encode_subclass_or_fail(value: Any, out: bytearray) -> None:
+    for base in _BASES:
+        if isinstance(value, base):
+            _ENCODERS[base](base(value), out)
+            return
+    raise TypeError(
+        f"cannot make a stable (cross-process) key from a {type(value).__qualname__}; "
+        "use hashable built-in values, or give the class a stable representation "
+        "(a dataclass, an Enum, or a keymap of your own)"
+    )

@@ -1,0 +1,172 @@
+"""File-system primitives: atomic publication of files, directory fsync, inter-process locks.
+
+Every file klepto writes is either appended to under a lock (the record file) or published
+whole: written to a fresh temporary file in the *same directory* (``mkstemp``: ``O_EXCL``,
+mode 0o600, never following a planted symlink) and moved into place with ``os.replace``, so
+that readers see the old or the new file, never a partial one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from klepto.errors import LockedError
+
+FILE_MODE = 0o600
+DIR_MODE = 0o700
+TEMP_PREFIX = ".klepto-tmp-"
+PathLike = str | os.PathLike
+
+
+def fsync_dir(path: PathLike) -> None:
+    """Make a directory's entries (a create, rename or unlink in it) durable."""
+    flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError:  # platforms without directory handles (Windows) cannot fsync a dir
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def makedirs(path: PathLike, mode: int | None = None) -> Path:
+    """Create ``path`` (and parents) with ``mode`` (0o700 by default); return it absolute."""
+    target = Path(path).absolute()
+    target.mkdir(parents=True, exist_ok=True, mode=DIR_MODE if mode is None else mode)
+    return target
+
+
+def write_all(fd: int, data: bytes | memoryview) -> None:
+    """Write every byte of ``data`` to ``fd`` (``os.write`` may write less than asked)."""
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+@contextlib.contextmanager
+def atomic_writer(
+    path: PathLike, *, mode: int | None = None, durable: bool = False
+) -> Iterator[IO[bytes]]:
+    """Yield a binary file; on normal exit it atomically replaces ``path``.
+
+    On an exception the temporary file is removed and ``path`` is untouched. With
+    ``durable=True`` the data is fsynced before the rename and the directory after it.
+    """
+    target = Path(path)
+    fd, temp = _mkstemp_beside(target)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            yield handle
+            handle.flush()
+            if durable:
+                os.fsync(handle.fileno())
+        if mode is not None:
+            os.chmod(temp, mode)
+        os.replace(temp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+        raise
+    if durable:
+        fsync_dir(target.parent)
+
+
+def atomic_write(
+    path: PathLike, data: bytes, *, mode: int | None = None, durable: bool = False
+) -> None:
+    """Atomically replace ``path`` with ``data`` (see :func:`atomic_writer`)."""
+    with atomic_writer(path, mode=mode, durable=durable) as handle:
+        handle.write(data)
+
+
+def _mkstemp_beside(target: Path) -> tuple[int, str]:
+    import tempfile
+
+    directory = target.parent if str(target.parent) else Path(".")
+    return tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".tmp", dir=directory)
+
+
+def is_temp_name(name: str) -> bool:
+    """True for the names of klepto's in-flight temporary files (never keys)."""
+    return name.startswith(TEMP_PREFIX)
+
+
+def remove_stale_temps(directory: PathLike) -> int:
+    """Delete leftover temporary files of killed writers in ``directory``; return the count.
+
+    Only call this while holding the store's write lock, so no live writer's file goes.
+    """
+    removed = 0
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(directory):
+            if is_temp_name(entry.name) and entry.is_file(follow_symlinks=False):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+                    removed += 1
+    return removed
+
+
+class InterProcessLock:
+    """An exclusive lock shared by threads and processes, released by the OS if its holder dies.
+
+    It is re-entrant within one thread. A child created by ``fork`` does not inherit the
+    parent's hold: the first use in the child starts from a fresh, unlocked state (releasing
+    the inherited handle would release the parent's lock).
+    """
+
+    def __init__(self, path: PathLike, *, timeout: float = -1, mode: int = FILE_MODE) -> None:
+        self.path = str(path)
+        self.timeout = timeout
+        self.mode = mode
+        self._owner_pid = -1
+        self._lock: Any = None
+        self._guard = threading.Lock()
+
+    def _filelock(self) -> Any:
+        with self._guard:
+            if self._owner_pid != os.getpid():
+                import filelock
+
+                self._lock = filelock.FileLock(
+                    self.path, timeout=self.timeout, mode=self.mode, thread_local=True
+                )
+                self._owner_pid = os.getpid()
+            return self._lock
+
+    def acquire(self, timeout: float | None = None) -> None:
+        """Block until the lock is held (or ``timeout`` seconds pass: :class:`LockedError`)."""
+        import filelock
+
+        wait = self.timeout if timeout is None else timeout
+        try:
+            self._filelock().acquire(timeout=wait, poll_interval=0.002)
+        except filelock.Timeout as exc:
+            raise LockedError(f"{self.path} is locked by another writer") from exc
+
+    def release(self) -> None:
+        self._filelock().release()
+
+    @property
+    def is_locked(self) -> bool:
+        return bool(self._filelock().is_locked)
+
+    def __enter__(self) -> InterProcessLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": self.path, "timeout": self.timeout, "mode": self.mode}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["path"], timeout=state["timeout"], mode=state["mode"])

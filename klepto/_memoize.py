@@ -1,0 +1,299 @@
+"""The one memoizing wrapper behind all twelve decorators.
+
+Per call (classic klepto's algorithm, section 6.3 of the API spec)::
+
+    key = plan(args, kwds)                      # rounding, binding, ignoring: decided once
+    hit:  result = cache[key]                   # HIT  + policy.touch
+    else: cache.load(key) if an archive is attached; found -> LOAD
+    else: result = function(*args, **kwds)      # MISS (the original, unrounded arguments)
+    after a LOAD or MISS, past maxsize: purge to the archive, or evict the policy's victims
+          (dumping each to the archive first)
+
+The hit path is a closure specialised at decoration time: with the default keymap and all
+parameters passed positionally, the key is ``args`` itself and a hit costs one dict lookup
+and two counter updates under the wrapper's lock. The user function always runs outside the
+lock; archive I/O of ``load`` runs outside it too.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Callable, Hashable
+from typing import Any
+
+from klepto._canonical import freeze
+from klepto._policies import Policy
+from klepto.tools import CacheInfo
+
+__all__ = ["Memo", "memoize"]
+
+HIT, MISS, LOAD = 0, 1, 2
+_MISSING = object()
+_UNHASHABLE = object()
+
+
+class Memo:
+    """The state of one memoized function: cache, policy, key plan, lock and counters."""
+
+    def __init__(
+        self,
+        func: Callable[..., Any],
+        *,
+        cache: Any,
+        policy: Policy,
+        keymap: Any,
+        ignore: tuple,
+        rounder: Callable | None,
+        maxsize: int | None,
+        purge: bool,
+        safe: bool,
+    ) -> None:
+        self.func = func
+        self.cache = cache
+        self.policy = policy
+        self.keymap = keymap
+        self.ignore = ignore
+        self.maxsize = maxsize
+        self.purge = purge
+        self.safe = safe
+        self.plan = keymap.plan(func, ignore, rounder)
+        self.freezes = bool(getattr(keymap, "freezes", False))
+        self.stats = [0, 0, 0]
+        self.lock = threading.Lock()
+
+    # --- the algorithm --------------------------------------------------------------------
+    def archived(self) -> bool:
+        archived = getattr(self.cache, "archived", None)
+        return bool(archived()) if archived is not None else False
+
+    def resolve(self, key: Hashable, args: tuple, kwds: dict) -> Any:
+        """The whole algorithm for a hashable ``key``: hit, load or miss."""
+        with self.lock:
+            try:
+                result = self.cache[key]
+            except KeyError:
+                pass
+            else:
+                self._hit(key)
+                return result
+        return self.miss(key, args, kwds)
+
+    def _hit(self, key: Hashable) -> None:
+        self.stats[HIT] += 1
+        if self.policy.tracks_hits:
+            try:
+                self.policy.touch(key)
+            except KeyError:  # the key entered the cache behind the policy's back (load())
+                self.policy.insert(key)
+
+    def miss(self, key: Hashable, args: tuple, kwds: dict) -> Any:
+        """Not in memory: load it from the archive, or call the function."""
+        if self.archived():
+            self.cache.load(key)
+            with self.lock:
+                result = self.cache.get(key, _MISSING)
+                if result is not _MISSING:
+                    self._stored(key, LOAD)
+                    return result
+        result = self.func(*args, **kwds)
+        with self.lock:
+            self.cache[key] = result
+            self._stored(key, MISS)
+        return result
+
+    def _stored(self, key: Hashable, outcome: int) -> None:
+        self.stats[outcome] += 1
+        self.policy.insert(key)
+        maxsize = self.maxsize
+        if maxsize is not None and len(self.cache) > maxsize:
+            self._evict(maxsize)
+
+    def _evict(self, maxsize: int) -> None:
+        cache = self.cache
+        archived = self.archived()
+        if archived and self.purge:
+            cache.dump()
+            cache.clear()
+            self.policy.clear()
+            return
+        while len(cache) > maxsize:
+            victims = self.policy.victims(cache) or [next(iter(cache))]
+            for victim in victims:
+                if archived:
+                    cache.dump(victim)
+                cache.pop(victim, None)
+
+    # --- keys -----------------------------------------------------------------------------
+    def key(self, args: tuple, kwds: dict) -> Hashable:
+        """The key a call would use (frozen when the default keymap meets unhashables)."""
+        key = self.plan(args, kwds)
+        try:
+            hash(key)
+        except TypeError:
+            return self._rekey(key, args, kwds)
+        return key
+
+    def _rekey(self, key: Any, args: tuple, kwds: dict) -> Hashable:
+        if not self.freezes:
+            raise TypeError(
+                f"cannot cache {_name(self.func)}(...): its key is unhashable; "
+                "use the default keymap or a hashing/string keymap"
+            )
+        try:
+            return freeze(key)
+        except TypeError as exc:
+            raise TypeError(f"cannot cache {_name(self.func)}(...): {exc}") from None
+
+    def unhashable(self, key: Any, args: tuple, kwds: dict) -> Any:
+        """A call whose raw key is unhashable: freeze it (or explain), then resolve."""
+        return self.resolve(self._rekey(key, args, kwds), args, kwds)
+
+    def bypass(self, args: tuple, kwds: dict) -> Any:
+        """Safe variants: the key could not be made, so call the function uncached."""
+        result = self.func(*args, **kwds)
+        with self.lock:
+            self.stats[MISS] += 1
+        return result
+
+    # --- the wrapper's attributes ---------------------------------------------------------
+    def info(self) -> CacheInfo:
+        hit, miss, load = self.stats
+        return CacheInfo(hit, miss, load, self.maxsize, len(self.cache))
+
+    def clear(self, keepstats: bool = False) -> None:
+        with self.lock:
+            self.cache.clear()
+            self.policy.clear()
+            if not keepstats:
+                self.stats[:] = [0, 0, 0]
+
+    def set_archive(self, obj: Any) -> None:
+        from klepto.archives import cache as cache_front
+
+        self.cache.archive = obj.archive if isinstance(obj, cache_front) else obj
+
+    def lookup(self, args: tuple, kwds: dict) -> Any:
+        return self.cache[self.key(args, kwds)]
+
+
+class NoCacheMemo(Memo):
+    """``no_cache``: keeps nothing in memory; with an archive, writes every result through."""
+
+    def resolve(self, key: Hashable, args: tuple, kwds: dict) -> Any:
+        cache = self.cache
+        front = hasattr(cache, "archive") and isinstance(cache, dict)
+        if self.archived():
+            cache.load(key)
+        with self.lock:
+            result = cache.get(key, _MISSING)
+            if result is not _MISSING:
+                self.stats[LOAD] += 1
+                if front:
+                    cache.clear()
+                return result
+        result = self.func(*args, **kwds)
+        with self.lock:
+            cache[key] = result
+            self.stats[MISS] += 1
+            if front and len(cache):
+                if self.archived():
+                    cache.dump()
+                cache.clear()
+        return result
+
+    miss = resolve
+
+    def clear(self, keepstats: bool = False) -> None:
+        if not keepstats:
+            with self.lock:
+                self.stats[:] = [0, 0, 0]
+
+
+def _name(func: Callable) -> str:
+    return getattr(func, "__qualname__", None) or getattr(func, "__name__", None) or repr(func)
+
+
+def memoize(memo: Memo) -> Callable[..., Any]:
+    """Build the wrapper function for ``memo`` and attach the classic attributes."""
+    if isinstance(memo, NoCacheMemo):
+        wrapper = _generic_wrapper(memo)
+    elif memo.safe:
+        wrapper = _safe_wrapper(memo)
+    else:
+        wrapper = _fast_wrapper(memo)
+    functools.update_wrapper(wrapper, memo.func)
+    _attach(wrapper, memo)
+    return wrapper
+
+
+def _fast_wrapper(memo: Memo) -> Callable[..., Any]:
+    plan, lock, stats = memo.plan, memo.lock, memo.stats
+    getitem = memo.cache.__getitem__
+    fast_arity = getattr(plan, "fast_arity", -1)
+    policy = memo.policy
+    touch = policy.touch if policy.tracks_hits else None
+    insert = policy.insert
+    miss, unhashable = memo.miss, memo.unhashable
+
+    def wrapper(*args: Any, **kwds: Any) -> Any:
+        key = args if not kwds and len(args) == fast_arity else plan(args, kwds)
+        with lock:
+            try:
+                result = getitem(key)
+            except KeyError:
+                result = _MISSING
+            except TypeError:
+                result = _UNHASHABLE
+            else:
+                stats[0] += 1
+                if touch is not None:
+                    try:
+                        touch(key)
+                    except KeyError:
+                        insert(key)
+                return result
+        if result is _MISSING:
+            return miss(key, args, kwds)
+        return unhashable(key, args, kwds)
+
+    return wrapper
+
+
+def _safe_wrapper(memo: Memo) -> Callable[..., Any]:
+    plan, resolve, bypass = memo.plan, memo.resolve, memo.bypass
+
+    def wrapper(*args: Any, **kwds: Any) -> Any:
+        try:
+            key = plan(args, kwds)
+            hash(key)
+        except Exception:  # safe variants: any failure to make a key means "call uncached"
+            return bypass(args, kwds)
+        return resolve(key, args, kwds)
+
+    return wrapper
+
+
+def _generic_wrapper(memo: Memo) -> Callable[..., Any]:
+    key_of, resolve = memo.key, memo.resolve
+
+    def wrapper(*args: Any, **kwds: Any) -> Any:
+        return resolve(key_of(args, kwds), args, kwds)
+
+    return wrapper
+
+
+def _attach(wrapper: Any, memo: Memo) -> None:
+    cache = memo.cache
+    wrapper.info = wrapper.cache_info = memo.info
+    wrapper.clear = wrapper.cache_clear = memo.clear
+    wrapper.load = cache.load
+    wrapper.dump = cache.dump
+    wrapper.archived = cache.archived
+    wrapper.archive = memo.set_archive
+    wrapper.key = lambda *args, **kwds: memo.key(args, kwds)
+    wrapper.lookup = lambda *args, **kwds: memo.lookup(args, kwds)
+    wrapper.__cache__ = lambda: memo.cache
+    wrapper.__mask__ = lambda: memo.ignore
+    wrapper.__map__ = lambda: memo.keymap
+    wrapper.__memo__ = memo

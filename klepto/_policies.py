@@ -1,0 +1,230 @@
+"""Eviction policies: one small class per rule, behind one protocol.
+
+A policy only does bookkeeping on keys; it never touches the cache or an archive. The
+memoizer calls, under its own lock:
+
+* ``touch(key)`` on a hit,
+* ``insert(key)`` after a load or a miss put ``key`` into the cache (an existing key is
+  treated as a touch),
+* ``victims(keys)`` when the cache holds more than ``maxsize`` entries: the keys to evict now
+  (``keys`` is the cache, for policies that choose among its current keys); the policy
+  forgets them,
+* ``remove(key)`` when a key leaves the cache by other means, and ``clear()``.
+
+The rules and their exact orderings follow classic klepto (see docs/migration.rst), so that
+hit/miss/load counters match it call for call.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from typing import Any
+
+__all__ = [
+    "LFUPolicy",
+    "LRUPolicy",
+    "MRUPolicy",
+    "NoPolicy",
+    "Policy",
+    "RRPolicy",
+    "UnboundedPolicy",
+    "get_policy",
+    "register_policy",
+]
+
+
+class Policy:
+    """Base class: no bookkeeping, no victims (an unbounded cache)."""
+
+    name = "inf"
+    #: ``touch`` is skipped entirely on the hit path when a policy does not need it.
+    tracks_hits = False
+
+    def __init__(self, maxsize: int | None = None) -> None:
+        self.maxsize = maxsize
+
+    def touch(self, key: Hashable) -> None:
+        """Record a hit on ``key``."""
+
+    def insert(self, key: Hashable) -> None:
+        """Record that ``key`` entered the cache (or was stored again)."""
+
+    def remove(self, key: Hashable) -> None:
+        """Forget ``key``, which left the cache."""
+
+    def victims(self, keys: Iterable[Hashable]) -> list[Hashable]:
+        """Keys to evict now because the cache is over ``maxsize``."""
+        return []
+
+    def clear(self) -> None:
+        """Forget every key."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(maxsize={self.maxsize!r})"
+
+
+class UnboundedPolicy(Policy):
+    """``inf_cache``: never evicts."""
+
+
+class NoPolicy(Policy):
+    """``no_cache``: nothing is kept in memory, so there is nothing to track."""
+
+    name = "no"
+
+
+class LRUPolicy(Policy):
+    """Least recently used: the key whose last hit, load or miss is oldest goes first."""
+
+    name = "lru"
+    tracks_hits = True
+
+    def __init__(self, maxsize: int | None = None) -> None:
+        super().__init__(maxsize)
+        self._order: OrderedDict[Hashable, None] = OrderedDict()
+        # Bound once: the hit path calls it directly (a C method, no Python frame).
+        self.touch = self._order.move_to_end  # type: ignore[method-assign]
+
+    def insert(self, key: Hashable) -> None:
+        order = self._order
+        order[key] = None
+        order.move_to_end(key)
+
+    def remove(self, key: Hashable) -> None:
+        self._order.pop(key, None)
+
+    def victims(self, keys: Iterable[Hashable]) -> list[Hashable]:
+        if not self._order:
+            return []
+        return [self._order.popitem(last=False)[0]]
+
+    def clear(self) -> None:
+        self._order.clear()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"maxsize": self.maxsize, "order": list(self._order)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["maxsize"])
+        self._order.update(dict.fromkeys(state["order"]))
+
+
+class MRUPolicy(Policy):
+    """Most recently used: evicts the key used last *before* the one that overflowed."""
+
+    name = "mru"
+    tracks_hits = True
+
+    def __init__(self, maxsize: int | None = None) -> None:
+        super().__init__(maxsize)
+        self._order: OrderedDict[Hashable, None] = OrderedDict()
+        self.touch = self._order.move_to_end  # type: ignore[method-assign]
+
+    def insert(self, key: Hashable) -> None:
+        order = self._order
+        order[key] = None
+        order.move_to_end(key)
+
+    def remove(self, key: Hashable) -> None:
+        self._order.pop(key, None)
+
+    def victims(self, keys: Iterable[Hashable]) -> list[Hashable]:
+        order = self._order
+        if len(order) < 2:
+            return []
+        newest = order.popitem(last=True)[0]
+        victim = order.popitem(last=True)[0]
+        order[newest] = None
+        return [victim]
+
+    def clear(self) -> None:
+        self._order.clear()
+
+    __getstate__ = LRUPolicy.__getstate__
+    __setstate__ = LRUPolicy.__setstate__
+
+
+class LFUPolicy(Policy):
+    """Least frequently used, evicting ``max(2, maxsize // 10)`` keys per overflow.
+
+    Ties go to the key counted first; the key that just overflowed the cache (count 1) may
+    itself be evicted.
+    """
+
+    name = "lfu"
+    tracks_hits = True
+
+    def __init__(self, maxsize: int | None = None) -> None:
+        super().__init__(maxsize)
+        self._counts: dict[Hashable, int] = {}
+
+    def touch(self, key: Hashable) -> None:
+        counts = self._counts
+        counts[key] = counts.get(key, 0) + 1
+
+    insert = touch
+
+    def remove(self, key: Hashable) -> None:
+        self._counts.pop(key, None)
+
+    def victims(self, keys: Iterable[Hashable]) -> list[Hashable]:
+        counts = self._counts
+        batch = max(2, (self.maxsize or 0) // 10)
+        chosen = heapq.nsmallest(batch, counts, key=counts.__getitem__)
+        for key in chosen:
+            del counts[key]
+        return chosen
+
+    def clear(self) -> None:
+        self._counts.clear()
+
+
+class RRPolicy(Policy):
+    """Random replacement: one key drawn from the whole cache per overflow.
+
+    ``choice`` defaults to the global ``random.choice`` (classic klepto consumes the global
+    random stream exactly like this); inject a seeded one for reproducible tests.
+    """
+
+    name = "rr"
+
+    def __init__(
+        self, maxsize: int | None = None, choice: Callable[[Sequence[Any]], Any] | None = None
+    ) -> None:
+        super().__init__(maxsize)
+        self.choice = choice
+
+    def victims(self, keys: Iterable[Hashable]) -> list[Hashable]:
+        candidates = list(keys)
+        if not candidates:
+            return []
+        choose = self.choice if self.choice is not None else random.choice
+        return [choose(candidates)]
+
+
+_POLICIES: dict[str, type[Policy]] = {
+    "inf": UnboundedPolicy,
+    "no": NoPolicy,
+    "lru": LRUPolicy,
+    "mru": MRUPolicy,
+    "lfu": LFUPolicy,
+    "rr": RRPolicy,
+}
+
+
+def register_policy(name: str, policy: type[Policy], *, replace: bool = False) -> None:
+    """Make a :class:`Policy` subclass available by name."""
+    if name in _POLICIES and not replace:
+        raise ValueError(f"a policy named {name!r} is already registered (pass replace=True)")
+    _POLICIES[name] = policy
+
+
+def get_policy(name: str, maxsize: int | None = None, **options: Any) -> Policy:
+    """A new policy instance of the kind registered as ``name``."""
+    try:
+        return _POLICIES[name](maxsize, **options)
+    except KeyError:
+        raise ValueError(f"unknown policy {name!r} (known: {', '.join(_POLICIES)})") from None

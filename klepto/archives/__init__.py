@@ -1,0 +1,20 @@
+"""Archives: dict-like stores that caches spill into and that reload in a new process.
+
+Every factory has the classic signature ``X(name=None, dict=None, cached=True, **kwds)``
+and returns the raw backend (``cached=False``) or a :class:`cache` in front of it.
+"""
+
+from __future__ import annotations
+
+from klepto.archives import memory as _memory
+from klepto.archives._base import Archive as archive
+from klepto.archives._cached import cache
+from klepto.archives._factory import make_factory
+
+_dict_archive = _memory.dict_archive
+_null_archive = _memory.null_archive
+
+dict_archive = make_factory(_dict_archive)
+null_archive = make_factory(_null_archive)
+
+__all__ = ["cache", "dict_archive", "null_archive"]

@@ -1,0 +1,159 @@
+"""Value envelopes: checksum every stored value, optionally sign it, refuse what fails.
+
+A :class:`Packer` is what a store uses to turn a value into the bytes it keeps: serialize,
+compress (optional), then seal in an envelope::
+
+    b"KV" | version u8 | flags u8 | crc32 u32 (big-endian, over every byte after it) |
+    [HMAC-SHA256 tag, 32 bytes, when flags & SIGNED] | payload
+
+The CRC catches truncation, bit flips and zeroed pages. The HMAC (with a key the caller
+passes, or ``KLEPTO_HMAC_KEY`` from the environment, and which is never stored with the data)
+catches forgery: a signed store refuses an unsigned or tampered payload *before* anything is
+unpickled. In safe mode a packer refuses to unpickle at all unless every payload is signed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import struct
+import zlib
+from typing import Any
+
+from klepto.errors import CorruptionError, SignatureError, UnsafeDataError
+from klepto.serializers import Codec, Serializer, get_codec, get_serializer
+
+MAGIC = b"KV"
+VERSION = 1
+SIGNED = 0x01
+COMPRESSED = 0x02
+_HEADER = struct.Struct(">2sBBI")
+_TAG_SIZE = 32
+KEY_ENV = "KLEPTO_HMAC_KEY"
+
+__all__ = ["KEY_ENV", "Packer", "resolve_key", "seal", "unseal"]
+
+
+def resolve_key(key: bytes | str | None = None) -> bytes | None:
+    """The signing key: ``key`` if given, else ``$KLEPTO_HMAC_KEY``, else ``None``."""
+    if key is None:
+        key = os.environ.get(KEY_ENV) or None
+    if isinstance(key, str):
+        key = key.encode("utf-8")
+    if key is not None and not key:
+        raise ValueError("an HMAC key must not be empty")
+    return key
+
+
+def seal(payload: bytes, *, key: bytes | None = None, compressed: bool = False) -> bytes:
+    """Wrap ``payload`` in a checksummed (and, with ``key``, signed) envelope."""
+    flags = (SIGNED if key else 0) | (COMPRESSED if compressed else 0)
+    tag = _sign(key, flags, payload) if key else b""
+    body = tag + payload
+    crc = zlib.crc32(body, zlib.crc32(bytes((VERSION, flags))))
+    return _HEADER.pack(MAGIC, VERSION, flags, crc) + body
+
+
+def unseal(blob: bytes, *, key: bytes | None = None, where: dict | None = None) -> tuple[bytes, int]:
+    """Check an envelope and return ``(payload, flags)``.
+
+    Raises :class:`CorruptionError` for damage and :class:`SignatureError` when ``key`` is
+    given and the payload is unsigned or its signature does not match. ``where`` (path,
+    offset, key) is put into the error message.
+    """
+    where = where or {}
+    view = memoryview(blob)
+    if len(view) < _HEADER.size:
+        raise CorruptionError(f"value envelope truncated ({len(view)} bytes)", **where)
+    magic, version, flags, crc = _HEADER.unpack_from(view)
+    if magic != MAGIC or version != VERSION:
+        raise CorruptionError("not a klepto value envelope (bad magic or version)", **where)
+    body = view[_HEADER.size :]
+    if zlib.crc32(body, zlib.crc32(bytes((version, flags)))) != crc:
+        raise CorruptionError("value checksum mismatch", **where)
+    if not flags & SIGNED:
+        if key:
+            raise SignatureError("unsigned value in a signed store", **where)
+        return bytes(body), flags
+    if len(body) < _TAG_SIZE:
+        raise CorruptionError("signed value envelope truncated", **where)
+    payload = bytes(body[_TAG_SIZE:])
+    if key is None:
+        raise SignatureError("value is signed; provide the HMAC key to read it", **where)
+    if not hmac.compare_digest(bytes(body[:_TAG_SIZE]), _sign(key, flags, payload)):
+        raise SignatureError("value signature mismatch (forged or tampered)", **where)
+    return payload, flags
+
+
+def _sign(key: bytes, flags: int, payload: bytes) -> bytes:
+    mac = hmac.new(key, bytes((VERSION, flags)), hashlib.sha256)
+    mac.update(payload)
+    return mac.digest()
+
+
+class Packer:
+    """Serialize + compress + seal, and the reverse, with the store's settings.
+
+    ``safe=True`` refuses any serializer that executes code unless a signing key is set, so
+    that loading data written by someone else can never run it.
+    """
+
+    def __init__(
+        self,
+        serializer: str | Serializer | None = "dill",
+        codec: str | Codec | None = None,
+        *,
+        key: bytes | str | None = None,
+        safe: bool = False,
+        protocol: int | None = None,
+    ) -> None:
+        options = {"protocol": protocol} if protocol is not None else {}
+        self.serializer = get_serializer(serializer, **options)
+        self.codec = get_codec(codec)
+        self.key = resolve_key(key)
+        self.safe = safe
+        if safe and self.serializer.executes_code and not self.key:
+            raise UnsafeDataError(
+                f"safe mode refuses the {self.serializer.name!r} serializer without an HMAC "
+                "key: use serializer='safe' (or 'json'), or sign with key=..."
+            )
+
+    def settings(self) -> dict[str, Any]:
+        """What a store records about how its values are made (never the key itself)."""
+        out = dict(self.serializer.settings())
+        out["codec"] = self.codec.name if self.codec else None
+        out["signed"] = bool(self.key)
+        return out
+
+    @classmethod
+    def from_settings(
+        cls, settings: dict[str, Any], *, key: bytes | str | None = None, safe: bool = False
+    ) -> Packer:
+        """Rebuild the packer a store was created with; a signed store needs its key."""
+        packer = cls(
+            settings.get("serializer", "dill"),
+            settings.get("codec"),
+            key=key,
+            safe=safe,
+            protocol=settings.get("protocol"),
+        )
+        if settings.get("signed") and not packer.key:
+            raise SignatureError(f"this store is signed: pass key=... or set ${KEY_ENV}")
+        return packer
+
+    def pack(self, obj: Any) -> bytes:
+        """The bytes to store for ``obj``."""
+        payload = self.serializer.dumps(obj)
+        if self.codec is not None:
+            payload = self.codec.compress(payload)
+        return seal(payload, key=self.key, compressed=self.codec is not None)
+
+    def unpack(self, blob: bytes, *, where: dict | None = None) -> Any:
+        """The object stored as ``blob``; integrity is checked before anything is decoded."""
+        payload, flags = unseal(blob, key=self.key, where=where)
+        if flags & COMPRESSED:
+            if self.codec is None:
+                raise CorruptionError("compressed value in a store without a codec", **(where or {}))
+            payload = self.codec.decompress(payload)
+        return self.serializer.loads(payload)
