@@ -1,0 +1,1 @@
+"""klepto's benchmarks: each workload compares klepto with its peers in one run."""

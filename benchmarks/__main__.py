@@ -1,0 +1,46 @@
+"""Run klepto's benchmarks against the peers: ``python -m benchmarks [--quick] [W1 W2 ...]``.
+
+Peers are installed with ``pip install -e '.[bench]'``. A peer that is missing is reported
+and skipped; klepto's own figures are still printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import time
+
+from benchmarks._harness import report
+
+WORKLOADS = {
+    "W1": "benchmarks.w1_hits",
+    "W2": "benchmarks.w2_misses",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("workloads", nargs="*", help=f"subset to run (default: all of "
+                        f"{', '.join(WORKLOADS)})")
+    parser.add_argument("--quick", action="store_true", help="small sizes, under two minutes")
+    parser.add_argument("--no-json", action="store_true", help="omit the JSON lines")
+    args = parser.parse_args(argv)
+    chosen = [w.upper() for w in args.workloads] or list(WORKLOADS)
+    unknown = [w for w in chosen if w not in WORKLOADS]
+    if unknown:
+        parser.error(f"unknown workload(s): {', '.join(unknown)}")
+    results = []
+    for name in chosen:
+        module = importlib.import_module(WORKLOADS[name])
+        started = time.perf_counter()
+        print(f"# {name}: {module.TITLE}", flush=True)
+        results.extend(module.run(quick=args.quick))
+        print(f"#   done in {time.perf_counter() - started:.1f} s", flush=True)
+    missed = report(results, emit_json=not args.no_json)
+    print(f"# {missed} target(s) missed")
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,5 @@
+"""``python -m klepto``: the klepto command."""
+
+from klepto.cli import main
+
+raise SystemExit(main())
