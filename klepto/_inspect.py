@@ -250,7 +250,7 @@ def _check_arity(spec: _FunctionSpec, nargs: int, kwds: dict[str, Any]) -> None:
             raise TypeError(f"{spec.name}() missing required keyword-only argument '{name}'")
 
 
-def validate(func: Callable[..., Any], *args: Any, **kwds: Any) -> None:
+def validate(func: Callable[..., Any], /, *args: Any, **kwds: Any) -> None:
     """Raise ``TypeError`` if ``func(*args, **kwds)`` would fail to bind; never calls ``func``.
 
     The checks mirror Python's own (unexpected keyword, multiple values, too many or too few
@@ -267,7 +267,7 @@ def validate(func: Callable[..., Any], *args: Any, **kwds: Any) -> None:
     _check_arity(resolved.spec, nargs, merged)
 
 
-def isvalid(func: Callable[..., Any], *args: Any, **kwds: Any) -> bool:
+def isvalid(func: Callable[..., Any], /, *args: Any, **kwds: Any) -> bool:
     """Return True if the call would bind.
 
     For builtins, which cannot be inspected, the call is actually made and any exception
@@ -385,7 +385,9 @@ def _masked_key(
     return args[len(names) :], out
 
 
-def _keygen(func: Callable[..., Any], ignored: Any, *args: Any, **kwds: Any) -> tuple[tuple, dict]:
+def _keygen(
+    func: Callable[..., Any], ignored: Any, /, *args: Any, **kwds: Any
+) -> tuple[tuple, dict]:
     """Normalise a call to ``(surplus_args, kwds)``; never calls ``func``.
 
     ``kwds`` holds, in order: the defaults (positional, keyword-only, then partial keywords),

@@ -60,7 +60,8 @@ class _Rounder:
         self._round_value = round_value
         self.tol = tol
 
-    def __call__(self, *args: Any, **kwds: Any) -> tuple[tuple, dict]:
+    # Positional-only ``self``: a keyword argument named ``self`` is just another argument.
+    def __call__(self, /, *args: Any, **kwds: Any) -> tuple[tuple, dict]:
         tol = self.tol
         if tol is None:
             return args, kwds

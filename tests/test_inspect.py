@@ -412,6 +412,18 @@ def test_keygen_removes_an_ignored_self_of_a_method_call():
     assert _keygen(widget.area, (), 3) == ((), {"y": 1, "x": 3})
 
 
+def test_keyword_arguments_named_like_the_helpers_own_parameters():
+    def f(func, ignored, self=0, cls=0):
+        return None
+
+    call = {"func": 1, "ignored": 2, "self": 3, "cls": 4}
+    assert _keygen(f, (), **call) == ((), {"self": 3, "cls": 4, "func": 1, "ignored": 2})
+    assert _keygen(f, "func", **call)[1]["func"] is NULL
+    assert validate(f, **call) is None
+    assert isvalid(f, **call) is True
+    assert isvalid(min, func=1) is False
+
+
 def test_keygen_ignores_a_kwd_named_self_on_bound_methods():
     assert _keygen(Widget().area, (), 3, self=1) == ((), {"y": 1, "self": 1, "x": 3})
 

@@ -104,6 +104,11 @@ def test_shallow_round_keeps_unrebuildable_iterables():
     assert args == (rng, (1.2, [1.25]), {1.2})
 
 
+def test_rounders_accept_a_keyword_named_self():
+    for factory in FACTORIES:
+        assert factory(0)(self=1.4, cls=2.6) == ((), {"self": 1.0, "cls": 3.0})
+
+
 def test_simple_round_ignores_containers():
     assert simple_round_factory(0)([1.5], k=(2.5,)) == (([1.5],), {"k": (2.5,)})
 

@@ -72,6 +72,8 @@ class keymap:
     kept in ``_config`` for the subclass's encoder.
     """
 
+    # Pickles (stdlib and dill) refer to the public path, whatever the file layout.
+    __module__ = "klepto.keymaps"
     __stub__ = ""
 
     def __init__(
@@ -124,18 +126,29 @@ class keymap:
         raise NotImplementedError("Combine keymaps with '+'")
 
     def _flat_key(self, args: tuple, kwds: dict) -> Any:
-        key = args
-        mark = self._mark or ()
-        if kwds:
-            items = self._sorted(kwds.items())
-            key += mark + self._tuple(part for item in items for part in item)
-        if self.typed:
-            key += mark + self._tuple(self._type(arg) for arg in args)
-            if kwds:
-                key += mark + self._tuple(self._type(value) for _, value in items)
-        elif self._len(key) == 1 and self._type(key[0]) in self._fasttypes:
+        if kwds or self.typed:
+            key = self._tuple(self._flat_parts(args, kwds))
+        else:  # the common case: the positional args are the key
+            key = args if self._tuple is tuple else self._tuple(args)
+        if not self.typed and self._len(key) == 1 and self._type(key[0]) in self._fasttypes:
             return key[0]
         return key
+
+    def _flat_parts(self, args: tuple, kwds: dict) -> list:
+        parts = list(args)
+        mark = list(self._mark or ())
+        items = self._sorted(kwds.items()) if kwds else ()
+        if kwds:
+            parts += mark
+            for name, value in items:
+                parts += (name, value)
+        if self.typed:
+            parts += mark
+            parts += (self._type(arg) for arg in args)
+            if kwds:
+                parts += mark
+                parts += (self._type(value) for _, value in items)
+        return parts
 
     def _nested_key(self, args: tuple, kwds: dict) -> tuple:
         key = (args, kwds)

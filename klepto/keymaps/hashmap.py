@@ -19,6 +19,8 @@ class hashmap(keymap):
     stable everywhere.
     """
 
+    # Pickles (stdlib and dill) refer to the public path: the class name shadows its module.
+    __module__ = "klepto.keymaps"
     __stub__ = "algorithm"
 
     def __init__(

@@ -20,6 +20,8 @@ class picklemap(keymap):
     ``pickle`` and ``json`` know no ``byref``).
     """
 
+    # Pickles (stdlib and dill) refer to the public path: the class name shadows its module.
+    __module__ = "klepto.keymaps"
     __stub__ = "serializer"
 
     def __init__(

@@ -18,6 +18,8 @@ class stringmap(keymap):
     ``crypto.string``. String keys work for unhashable arguments (lists, dicts).
     """
 
+    # Pickles (stdlib and dill) refer to the public path: the class name shadows its module.
+    __module__ = "klepto.keymaps"
     __stub__ = "encoding"
 
     def __init__(
