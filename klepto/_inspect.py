@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import numbers
 import weakref
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Iterable
 from inspect import CO_VARARGS, CO_VARKEYWORDS
 from types import FunctionType, MethodType
 from typing import Any, NamedTuple
@@ -77,7 +77,9 @@ class _Resolved(NamedTuple):
     fixed_kwds: dict[str, Any]  # keywords supplied by partials, outer ones winning
 
 
-_SPEC_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# id(function) -> (weak reference, code, defaults, kwdefaults, spec). Keyed by id rather than
+# by a WeakKeyDictionary because this lookup runs on every memoized call.
+_SPEC_CACHE: dict[int, tuple] = {}
 
 
 def _build_spec(function: FunctionType) -> _FunctionSpec:
@@ -106,18 +108,25 @@ def _build_spec(function: FunctionType) -> _FunctionSpec:
 
 def _function_spec(function: FunctionType) -> _FunctionSpec:
     """Return the cached spec of a Python function, rebuilt if its code or defaults changed."""
-    entry = _SPEC_CACHE.get(function)
-    if entry is not None:
-        code, defaults, keyword_defaults, spec = entry
-        if (
-            code is function.__code__
-            and defaults is function.__defaults__
-            and keyword_defaults is function.__kwdefaults__
-        ):
-            return spec
+    entry = _SPEC_CACHE.get(id(function))
+    if (
+        entry is not None
+        and entry[0]() is function
+        and entry[1] is function.__code__
+        and entry[2] is function.__defaults__
+        and entry[3] is function.__kwdefaults__
+    ):
+        return entry[4]
     spec = _build_spec(function)
-    entry = (function.__code__, function.__defaults__, function.__kwdefaults__, spec)
-    _SPEC_CACHE[function] = entry
+    key = id(function)
+
+    def forget(reference: weakref.ref) -> None:
+        if _SPEC_CACHE.get(key, (None,))[0] is reference:
+            del _SPEC_CACHE[key]
+
+    reference = weakref.ref(function, forget)
+    entry = (reference, function.__code__, function.__defaults__, function.__kwdefaults__, spec)
+    _SPEC_CACHE[key] = entry
     return spec
 
 
@@ -312,21 +321,27 @@ _cached_mask = functools.lru_cache(maxsize=256, typed=True)(_build_mask)
 
 
 def _ignore_mask(ignored: Any) -> _Mask | None:
-    if ignored is None:
+    if ignored is None or (type(ignored) is tuple and not ignored):  # the common case
         return None
-    if isinstance(ignored, Hashable):
-        try:
-            return _cached_mask(ignored)
-        except TypeError:  # a tuple holding something unhashable
-            pass
-    return _build_mask(ignored)
+    if type(ignored) is list:
+        ignored = tuple(ignored)
+    try:
+        return _cached_mask(ignored)
+    except TypeError:  # unhashable: build it every time
+        return _build_mask(ignored)
 
 
 def _key_signature(func: Any) -> tuple[tuple[str, ...], dict, tuple[str, ...]] | None:
     """Return ``(names, defaults, keyword_only)`` as ``_keygen`` needs them, or None."""
-    if type(func) is FunctionType:  # the common case: no partial, no binding
+    kind = type(func)
+    if kind is FunctionType:  # the common case: no partial, no binding
         spec = _function_spec(func)
         return spec.names, spec.defaults, spec.keyword_only
+    if kind is MethodType and type(func.__func__) is FunctionType:
+        spec = _function_spec(func.__func__)
+        return spec.names[1:] if spec.names else (), spec.defaults, spec.keyword_only
+    if not isinstance(func, functools.partial) and _base_function(func) is None:
+        return None  # a builtin: answered without raising, as this runs on every call
     try:
         resolved = _resolve(func)
         names, defaults = _apply_partial(resolved, markup=False)
@@ -397,14 +412,18 @@ def _keygen(
     ``NULL``; an ignored ``self`` of a method call is dropped. Builtins come back unchanged
     (and unmasked).
     """
-    signature_ = _key_signature(func)
-    if signature_ is None:
-        return args, dict(kwds)
+    if type(func) is FunctionType:  # inlined fast path of _key_signature
+        spec = _function_spec(func)
+        signature_ = spec.names, spec.defaults, spec.keyword_only
+    else:
+        signature_ = _key_signature(func)
+        if signature_ is None:
+            return args, dict(kwds)
     mask = _ignore_mask(ignored)
     if mask is not None:
         return _masked_key(func, mask, signature_, args, kwds)
-    names, defaults, _ = signature_
-    out = {**defaults, **kwds}
+    names = signature_[0]
+    out = {**signature_[1], **kwds}
     out.update(zip(names, args))
     return args[len(names) :], out
 

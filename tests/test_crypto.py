@@ -8,7 +8,7 @@ import pickle as stdlib_pickle
 
 import dill
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from klepto import crypto
@@ -110,6 +110,7 @@ def test_string_never_evaluates_the_encoding_name():
         crypto.string(1, "len", strict=False)
 
 
+@settings(deadline=None, derandomize=True)
 @given(simple_values)
 def test_string_matches_builtins(value):
     assert crypto.string(value) == str(value)
@@ -144,6 +145,7 @@ def test_pickle_bad_serializer():
         crypto.pickle(1, 42)
 
 
+@settings(deadline=None, derandomize=True)
 @given(simple_values)
 def test_pickle_round_trips(value):
     assert stdlib_pickle.loads(crypto.pickle(value, "pickle")) == value

@@ -425,7 +425,7 @@ values = (
 names = st.sampled_from(["a", "b", "c", "k", "x", "y", "self", "cls"])
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150, deadline=None, derandomize=True)
 @given(
     st.sampled_from(
         [keymap(), stringmap(), hashmap(algorithm="md5"), picklemap(serializer="dill")]
@@ -462,7 +462,7 @@ def spec_flat_key(args, kwds, typed, sentinel):
     return tuple(key)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, derandomize=True)
 @given(
     st.lists(values | st.binary(max_size=2) | st.tuples(values), max_size=4).map(tuple),
     st.dictionaries(names, values, max_size=4),

@@ -5,7 +5,7 @@ import pickle
 
 import dill
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from klepto import rounding
@@ -144,6 +144,7 @@ def test_decorators_and_rounders_pickle(decorator, dumps, loads):
     assert loads(dumps(original.__round__))(1.234) == ((1.23,), {})
 
 
+@settings(deadline=None, derandomize=True)
 @given(
     st.lists(st.floats(allow_nan=False, allow_infinity=False) | st.integers(), max_size=5),
     st.integers(min_value=0, max_value=6),
@@ -154,6 +155,7 @@ def test_rounders_agree_on_flat_arguments(values, tol):
         assert factory(tol)(*values) == (expected, {})
 
 
+@settings(deadline=None, derandomize=True)
 @given(st.recursive(st.floats(allow_nan=False), st.lists, max_leaves=8), st.integers(0, 4))
 def test_deep_round_is_idempotent(value, tol):
     once = deep_round_factory(tol)(value)
