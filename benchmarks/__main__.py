@@ -21,8 +21,9 @@ WORKLOADS = {
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    parser.add_argument("workloads", nargs="*", help=f"subset to run (default: all of "
-                        f"{', '.join(WORKLOADS)})")
+    parser.add_argument(
+        "workloads", nargs="*", help=f"subset to run (default: all of {', '.join(WORKLOADS)})"
+    )
     parser.add_argument("--quick", action="store_true", help="small sizes, under two minutes")
     parser.add_argument("--no-json", action="store_true", help="omit the JSON lines")
     args = parser.parse_args(argv)

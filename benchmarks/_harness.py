@@ -61,8 +61,10 @@ def report(results: list[Result], emit_json: bool = True) -> int:
     """Print the ratio table (and JSON lines); return the number of missed targets."""
     by_key = {(r.workload, r.metric, r.impl): r for r in results}
     missed = 0
-    print(f"{'workload':<6} {'metric':<34} {'impl':<28} {'value':>12} {'unit':<8} "
-          f"{'vs peer':<22} {'ratio':>7} {'target':>7}")
+    print(
+        f"{'workload':<6} {'metric':<34} {'impl':<28} {'value':>12} {'unit':<8} "
+        f"{'vs peer':<22} {'ratio':>7} {'target':>7}"
+    )
     for result in results:
         r = ratio(result, by_key)
         ok = r is None or result.target is None or r <= result.target
@@ -70,9 +72,11 @@ def report(results: list[Result], emit_json: bool = True) -> int:
         shown = f"{r:7.3f}" if r is not None else ""
         target = f"{result.target:7.2f}" if result.target is not None else ""
         flag = "" if ok else "  MISSED"
-        print(f"{result.workload:<6} {result.metric:<34} {result.impl:<28} "
-              f"{result.value:12.4g} {result.unit:<8} {result.peer or '':<22} "
-              f"{shown:>7} {target:>7}{flag}")
+        print(
+            f"{result.workload:<6} {result.metric:<34} {result.impl:<28} "
+            f"{result.value:12.4g} {result.unit:<8} {result.peer or '':<22} "
+            f"{shown:>7} {target:>7}{flag}"
+        )
     if emit_json:
         for result in results:
             line = asdict(result)

@@ -32,7 +32,7 @@ def _loop_seconds(calls, pairs, form, repeat):
 def _bare_loop(pairs, calls):
     started = time.perf_counter()
     for _ in range(calls // len(pairs)):
-        for x, y in pairs:
+        for _x, _y in pairs:
             pass
     return time.perf_counter() - started
 
@@ -87,16 +87,27 @@ def run(quick: bool = False) -> list[Result]:
             seconds = _loop_seconds(calls, pairs, form(f), repeat)
             peer = "cachetools.cached(LRU)" if impl.startswith("klepto") else None
             target = 1.0 if peer else None
-            results.append(Result(NAME, metric, impl, per_op(seconds, calls) * 1e6, "us/call",
-                                  peer, target))
+            results.append(
+                Result(NAME, metric, impl, per_op(seconds, calls) * 1e6, "us/call", peer, target)
+            )
     list_pairs = [([x], [y]) for x, y in pairs]
-    for impl, f in (("klepto.lru_cache", klepto.lru_cache(maxsize=1000)(_add_lists)),
-                    ("klepto.inf_cache", klepto.inf_cache()(_add_lists))):
+    for impl, f in (
+        ("klepto.lru_cache", klepto.lru_cache(maxsize=1000)(_add_lists)),
+        ("klepto.inf_cache", klepto.inf_cache()(_add_lists)),
+    ):
         _positional(f)(list_pairs, len(list_pairs))
         seconds = _loop_seconds(calls // 4, list_pairs, _positional(f), repeat)
-        results.append(Result(NAME, "hit f([x], [y]) vs hashable", impl,
-                              per_op(seconds, calls // 4) * 1e6, "us/call",
-                              "cachetools.cached(LRU)", 3.0))
+        results.append(
+            Result(
+                NAME,
+                "hit f([x], [y]) vs hashable",
+                impl,
+                per_op(seconds, calls // 4) * 1e6,
+                "us/call",
+                "cachetools.cached(LRU)",
+                3.0,
+            )
+        )
     _add_peer_for_unhashable(results)
     return results
 

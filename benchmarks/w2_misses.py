@@ -51,12 +51,22 @@ def run(quick: bool = False) -> list[Result]:
         peer = f"cachetools {peer_policy}" if cachetools is not None else None
         # Fresh decorators for every repeat would also time set-up; one warm pass is enough.
         seconds = _time_calls(_klepto(policy), keys, 1)
-        results.append(Result(NAME, f"miss {policy}", f"klepto {policy}",
-                              per_op(seconds, ncalls) * 1e6, "us/call", peer, 1.0))
+        results.append(
+            Result(
+                NAME,
+                f"miss {policy}",
+                f"klepto {policy}",
+                per_op(seconds, ncalls) * 1e6,
+                "us/call",
+                peer,
+                1.0,
+            )
+        )
         if cachetools is not None and policy != "mru":
             seconds = _time_calls(_cachetools(cachetools, policy), keys, 1)
-            results.append(Result(NAME, f"miss {policy}", peer, per_op(seconds, ncalls) * 1e6,
-                                  "us/call"))
+            results.append(
+                Result(NAME, f"miss {policy}", peer, per_op(seconds, ncalls) * 1e6, "us/call")
+            )
     for r in results:  # mru is compared with cachetools' lru
         if r.metric == "miss mru" and r.peer:
             r.peer = "cachetools lru"

@@ -85,9 +85,13 @@ class Plan:
             if len(args) == self.fast_arity or self._args_only:
                 return args
         else:
-            tail = self._by_keyword.get(len(args))
-            if tail is not None and kwds.keys() == tail[1]:
-                return args + tuple(map(kwds.__getitem__, tail[0]))
+            # The remaining parameters all given by keyword: no binding needed.
+            names = self._by_keyword.get(len(args))
+            if names is not None and len(kwds) == len(names):
+                try:
+                    return args + tuple([kwds[name] for name in names])
+                except KeyError:
+                    pass  # some other keyword: bind properly
         return self._bind(args, kwds)
 
     def _bind(self, args: tuple, kwds: dict) -> tuple:
@@ -117,13 +121,13 @@ class Plan:
         return f"<Plan nparams={self.nparams} fast_arity={self.fast_arity}>"
 
 
-def _keyword_tails(positional: list, positions: dict) -> dict[int, tuple[tuple, frozenset]]:
+def _keyword_tails(positional: list, positions: dict) -> dict[int, tuple[str, ...]]:
     """For ``n`` positional args, the names the remaining parameters take as keywords."""
     tails = {}
     for nargs in range(len(positional)):
         names = tuple(p.name for p in positional[nargs:])
         if all(name in positions for name in names):
-            tails[nargs] = (names, frozenset(names))
+            tails[nargs] = names
     return tails
 
 

@@ -82,9 +82,9 @@ class _CacheDecorator:
 
     @classmethod
     def _family(cls) -> dict[str, type]:
-        from klepto import _cache, safe
+        import importlib
 
-        module = safe if cls.safe else _cache
+        module = importlib.import_module("klepto.safe" if cls.safe else __name__)
         return {name: getattr(module, name) for name in ("no_cache", "inf_cache")}
 
     def __init__(
@@ -158,7 +158,7 @@ def _make_cache(cache: Any) -> Any:
     return cache
 
 
-class no_cache(_CacheDecorator):  # noqa: N801 -- the classic public name
+class no_cache(_CacheDecorator):
     """Never keeps results in memory; with an archive, every result is written through."""
 
     policy = "no"
@@ -166,7 +166,7 @@ class no_cache(_CacheDecorator):  # noqa: N801 -- the classic public name
     redirects: ClassVar[dict[Any, str]] = {}
 
 
-class inf_cache(_CacheDecorator):  # noqa: N801 -- the classic public name
+class inf_cache(_CacheDecorator):
     """An unbounded cache: never evicts."""
 
     policy = "inf"
@@ -174,25 +174,25 @@ class inf_cache(_CacheDecorator):  # noqa: N801 -- the classic public name
     redirects: ClassVar[dict[Any, str]] = {}
 
 
-class lru_cache(_CacheDecorator):  # noqa: N801 -- the classic public name
+class lru_cache(_CacheDecorator):
     """Evicts the least recently used result past ``maxsize``."""
 
     policy = "lru"
 
 
-class mru_cache(_CacheDecorator):  # noqa: N801 -- the classic public name
+class mru_cache(_CacheDecorator):
     """Evicts the most recently used result (before the newest) past ``maxsize``."""
 
     policy = "mru"
 
 
-class lfu_cache(_CacheDecorator):  # noqa: N801 -- the classic public name
+class lfu_cache(_CacheDecorator):
     """Evicts the ``max(2, maxsize // 10)`` least frequently used results past ``maxsize``."""
 
     policy = "lfu"
 
 
-class rr_cache(_CacheDecorator):  # noqa: N801 -- the classic public name
+class rr_cache(_CacheDecorator):
     """Evicts a random result past ``maxsize`` (drawn with the global ``random`` module)."""
 
     policy = "rr"

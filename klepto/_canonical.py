@@ -3,8 +3,8 @@
 Two jobs, both about keys and both independent of ``PYTHONHASHSEED``:
 
 * :func:`freeze` turns an unhashable argument (list, dict, set, numpy array, dataclass) into a
-  hashable :class:`Frozen` value whose equality mirrors the original's, so memoization works
-  for any argument that can be compared.
+  hashable tuple headed by a :class:`Tag`, whose equality mirrors the original's, so
+  memoization works for any argument that can be compared.
 * :func:`stable_bytes` encodes a key into bytes that are identical in every process and on
   every machine; :func:`stable_hash` is a short digest of them. Archives locate entries by
   these, never by the salted builtin ``hash``. Values equal in Python encode equally where
@@ -20,78 +20,131 @@ import enum
 import hashlib
 import math
 import struct
+import types
 import uuid
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["Frozen", "freeze", "stable_bytes", "stable_hash"]
+__all__ = ["DICT", "LIST", "NDARRAY", "OBJECT", "Tag", "freeze", "stable_bytes", "stable_hash"]
 
 # Arrays up to this size are frozen with their bytes; larger ones with a 256-bit digest.
 _INLINE_ARRAY_BYTES = 4096
 
 
-class Frozen(tuple):
-    """A hashable stand-in for an unhashable value: ``Frozen((kind, *parts))``.
+class Tag:
+    """Heads a frozen form: ``(LIST, 1, 2)`` stands for ``[1, 2]``.
 
-    It equals only another ``Frozen`` with equal parts, never a plain tuple, so ``f([1, 2])``
-    and ``f((1, 2))`` stay distinct keys.
+    A tag is a module-level singleton: it equals only itself (so a frozen list never equals
+    a user's tuple), pickles by reference, and encodes by name in :func:`stable_bytes`.
+    Frozen forms are plain tuples, so hashing and comparing them runs at C speed.
     """
 
-    __slots__ = ()
+    __slots__ = ("name",)
 
-    def __eq__(self, other: object) -> bool:
-        return type(other) is Frozen and tuple.__eq__(self, other)
-
-    def __ne__(self, other: object) -> bool:
-        return not self.__eq__(other)
-
-    def __hash__(self) -> int:
-        return hash(("klepto.Frozen", tuple.__hash__(self)))
+    def __init__(self, name: str) -> None:
+        self.name = name
 
     def __repr__(self) -> str:
-        return "Frozen" + tuple.__repr__(self)
+        return self.name
 
-    def __reduce__(self) -> tuple:
-        return (Frozen, (tuple(self),))
+    def __reduce__(self) -> str:
+        return self.name
+
+
+LIST = Tag("LIST")
+DICT = Tag("DICT")
+NDARRAY = Tag("NDARRAY")
+OBJECT = Tag("OBJECT")
+TAGS = {tag.name: tag for tag in (LIST, DICT, NDARRAY, OBJECT)}
+
+# Values of these types are hashable and their own frozen form.
+_ATOMIC = frozenset({int, str, float, bytes, bool, type(None), complex})
 
 
 def freeze(value: Any) -> Any:
     """A hashable value equal (as a key) to ``value``; hashable values are returned as is.
 
+    Lists become ``(LIST, *items)``, dicts ``(DICT, frozenset(items))``, sets frozensets,
+    numpy arrays ``(NDARRAY, dtype, shape, data)``, dataclasses ``(OBJECT, name, *fields)``.
     Raises ``TypeError`` naming the type when no faithful hashable form exists.
     """
+    kind = type(value)
+    if kind in _ATOMIC:
+        return value
+    freezer = _FREEZERS.get(kind)
+    if freezer is not None:
+        return freezer(value)
     try:
         hash(value)
     except TypeError:
-        return _freeze_unhashable(value)
-    if type(value) is tuple:
-        return value if not _has_unhashable(value) else tuple(freeze(v) for v in value)
+        return _freeze_other(value)
     return value
 
 
-def _has_unhashable(items: tuple) -> bool:
-    # hash(tuple) already succeeded for the top level; nested unhashables would have failed.
-    return False
+def freeze_items(values: Any) -> list:
+    """``[freeze(v) for v in values]``, with atomic values and lists of them inline.
+
+    This is the memoizer's path for every call with list arguments, so it avoids a Python
+    call per item where it can.
+    """
+    atomic = _ATOMIC
+    out = []
+    for value in values:
+        kind = type(value)
+        if kind in atomic:
+            out.append(value)
+        elif kind is list:
+            frozen = [LIST]
+            for item in value:
+                frozen.append(item if type(item) in atomic else freeze(item))
+            out.append(tuple(frozen))
+        else:
+            out.append(freeze(value))
+    return out
 
 
-def _freeze_unhashable(value: Any) -> Any:
+def _freeze_tuple(value: tuple) -> tuple:
+    return tuple(freeze_items(value))
+
+
+def _freeze_list(value: list) -> tuple:
+    atomic = _ATOMIC
+    out = [LIST]
+    for item in value:
+        out.append(item if type(item) in atomic else freeze(item))
+    return tuple(out)
+
+
+def _freeze_dict(value: dict) -> tuple:
+    return (DICT, frozenset(zip(freeze_items(value), freeze_items(value.values()))))
+
+
+def _freeze_set(value: Any) -> frozenset:
+    return frozenset(freeze_items(value))
+
+
+_FREEZERS: dict[type, Callable[[Any], Any]] = {
+    tuple: _freeze_tuple,
+    list: _freeze_list,
+    dict: _freeze_dict,
+    set: _freeze_set,
+    frozenset: _freeze_set,
+    bytearray: bytes,
+}
+
+
+def _freeze_other(value: Any) -> Any:
+    """Subclasses of the built-in containers, numpy arrays and dataclasses."""
     kind = type(value)
-    if kind is tuple:
-        return tuple(freeze(v) for v in value)
-    if kind is list:
-        return Frozen(("list", *(freeze(v) for v in value)))
-    if isinstance(value, dict):
-        return Frozen(("dict", frozenset((freeze(k), freeze(v)) for k, v in value.items())))
+    for base, freezer in ((list, _freeze_list), (dict, _freeze_dict), (tuple, _freeze_tuple)):
+        if isinstance(value, base):
+            return freezer(value)
     if isinstance(value, (set, frozenset)):
-        return frozenset(freeze(v) for v in value)
-    if isinstance(value, bytearray):
-        return bytes(value)
-    if isinstance(value, list):
-        return Frozen(("list", *(freeze(v) for v in value)))
+        return _freeze_set(value)
     if _is_ndarray(value):
         return _freeze_array(value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return Frozen(("object", _qualified_name(kind), *_dataclass_fields(value, freeze)))
+        return _freeze_dataclass(value)
     raise TypeError(
         f"cannot use an unhashable {kind.__qualname__} as (part of) a cache key; "
         "pass a hashable value, a list/dict/set/array/dataclass, or choose a keymap"
@@ -100,9 +153,7 @@ def _freeze_unhashable(value: Any) -> Any:
 
 def _dataclass_fields(value: Any, convert: Callable[[Any], Any]) -> tuple:
     return tuple(
-        (f.name, convert(getattr(value, f.name)))
-        for f in dataclasses.fields(value)
-        if f.compare
+        (f.name, convert(getattr(value, f.name))) for f in dataclasses.fields(value) if f.compare
     )
 
 
@@ -111,13 +162,13 @@ def _is_ndarray(value: Any) -> bool:
     return kind.__module__ == "numpy" and kind.__name__ == "ndarray"
 
 
-def _freeze_array(array: Any) -> Frozen:
-    contiguous = array.tobytes(order="C")
+def _freeze_array(array: Any) -> tuple:
     if array.dtype.hasobject:
         raise TypeError("cannot use a numpy array of Python objects as a cache key")
+    contiguous = array.tobytes(order="C")
     if len(contiguous) > _INLINE_ARRAY_BYTES:
         contiguous = hashlib.blake2b(contiguous, digest_size=32).digest()
-    return Frozen(("ndarray", array.dtype.str, tuple(array.shape), contiguous))
+    return (NDARRAY, array.dtype.str, tuple(array.shape), contiguous)
 
 
 def _qualified_name(obj: Any) -> str:
@@ -192,14 +243,6 @@ def _encode_unordered(tag: bytes, items: Any, out: bytearray) -> None:
         out += part
 
 
-def _encode_dict(value: dict, out: bytearray) -> None:
-    _encode_unordered(b"d", [(k, v) for k, v in value.items()], out)
-
-
-def _encode_frozen(value: Frozen, out: bytearray) -> None:
-    _encode_sequence(b"z", tuple(value), out)
-
-
 def _encode_text(value: str, out: bytearray) -> None:
     _chunk(b"s", value.encode("utf-8", "surrogatepass"), out)
 
@@ -214,11 +257,11 @@ _ENCODERS: dict[type, Callable[[Any, bytearray], None]] = {
     bytes: lambda v, out: _chunk(b"b", v, out),
     bytearray: lambda v, out: _chunk(b"b", bytes(v), out),
     tuple: lambda v, out: _encode_sequence(b"(", v, out),
-    list: lambda v, out: _encode_frozen(freeze(v), out),
-    Frozen: _encode_frozen,
+    list: lambda v, out: _encode(freeze(v), out),
+    Tag: lambda v, out: _chunk(b"k", v.name.encode("ascii"), out),
     frozenset: lambda v, out: _encode_unordered(b"{", v, out),
     set: lambda v, out: _encode_unordered(b"{", v, out),
-    dict: lambda v, out: _encode_frozen(freeze(v), out),
+    dict: lambda v, out: _encode(freeze(v), out),
     decimal.Decimal: _encode_decimal,
     datetime.datetime: lambda v, out: _chunk(b"T", v.isoformat().encode("ascii"), out),
     datetime.date: lambda v, out: _chunk(b"a", v.isoformat().encode("ascii"), out),
@@ -245,7 +288,7 @@ def _encode_other(value: Any, out: bytearray) -> None:
     elif kind.__module__ == "numpy":
         _encode_numpy(value, out)
     elif dataclasses.is_dataclass(value) and not isinstance(value, type):
-        _encode_frozen(_freeze_dataclass_for_bytes(value), out)
+        _encode(_freeze_dataclass(value), out)
     elif _is_named_global(value):
         _chunk(b"g", _global_name(value).encode(), out)
     else:
@@ -254,21 +297,24 @@ def _encode_other(value: Any, out: bytearray) -> None:
 
 def _encode_numpy(value: Any, out: bytearray) -> None:
     if _is_ndarray(value):
-        _encode_frozen(_freeze_array(value), out)
+        _encode(_freeze_array(value), out)
     elif hasattr(value, "item"):
         _encode(value.item(), out)  # numpy scalars equal their Python values
     else:
         _encode_subclass_or_fail(value, out)
 
 
-def _freeze_dataclass_for_bytes(value: Any) -> Frozen:
-    return Frozen(("object", _qualified_name(type(value)), *_dataclass_fields(value, freeze)))
+def _freeze_dataclass(value: Any) -> tuple:
+    return (OBJECT, _qualified_name(type(value)), *_dataclass_fields(value, freeze))
 
 
 def _is_named_global(value: Any) -> bool:
-    """A module-level function or class, or a singleton that pickles by global name."""
-    if isinstance(value, type) or callable(value) and hasattr(value, "__qualname__"):
-        return "<" not in getattr(value, "__qualname__", "<")
+    """A module-level function, builtin or class, or a singleton pickled by global name.
+
+    Bound methods and lambdas are not: their identity is more than their name.
+    """
+    if isinstance(value, (type, types.FunctionType)) or _is_module_builtin(value):
+        return "<" not in value.__qualname__
     reducer = getattr(type(value), "__reduce__", None)
     if reducer is None or reducer is object.__reduce__:
         return False
@@ -278,8 +324,14 @@ def _is_named_global(value: Any) -> bool:
         return False
 
 
+def _is_module_builtin(value: Any) -> bool:
+    return isinstance(value, types.BuiltinFunctionType) and isinstance(
+        getattr(value, "__self__", None), (types.ModuleType, type(None))
+    )
+
+
 def _global_name(value: Any) -> str:
-    if isinstance(value, type) or hasattr(value, "__qualname__"):
+    if isinstance(value, (type, types.FunctionType)) or _is_module_builtin(value):
         return _qualified_name(value)
     return f"{type(value).__module__}.{value.__reduce__()}"
 

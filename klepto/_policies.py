@@ -90,8 +90,10 @@ class LRUPolicy(Policy):
 
     def insert(self, key: Hashable) -> None:
         order = self._order
-        order[key] = None
-        order.move_to_end(key)
+        if key in order:
+            order.move_to_end(key)
+        else:
+            order[key] = None
 
     def remove(self, key: Hashable) -> None:
         self._order.pop(key, None)
@@ -123,10 +125,7 @@ class MRUPolicy(Policy):
         self._order: OrderedDict[Hashable, None] = OrderedDict()
         self.touch = self._order.move_to_end  # type: ignore[method-assign]
 
-    def insert(self, key: Hashable) -> None:
-        order = self._order
-        order[key] = None
-        order.move_to_end(key)
+    insert = LRUPolicy.insert
 
     def remove(self, key: Hashable) -> None:
         self._order.pop(key, None)
@@ -185,8 +184,10 @@ class LFUPolicy(Policy):
 class RRPolicy(Policy):
     """Random replacement: one key drawn from the whole cache per overflow.
 
-    ``choice`` defaults to the global ``random.choice`` (classic klepto consumes the global
-    random stream exactly like this); inject a seeded one for reproducible tests.
+    ``choice`` defaults to the global ``random.choice``: one draw per overflow over as many
+    keys as the cache holds, which consumes the global random stream exactly as classic
+    klepto does. Keys are kept in a list with an index (swap-remove), so a draw is O(1)
+    instead of copying every key. Inject a seeded ``choice`` for reproducible tests.
     """
 
     name = "rr"
@@ -196,13 +197,36 @@ class RRPolicy(Policy):
     ) -> None:
         super().__init__(maxsize)
         self.choice = choice
+        self._keys: list[Hashable] = []
+        self._index: dict[Hashable, int] = {}
+
+    def insert(self, key: Hashable) -> None:
+        index = self._index
+        if key not in index:
+            index[key] = len(self._keys)
+            self._keys.append(key)
+
+    def remove(self, key: Hashable) -> None:
+        position = self._index.pop(key, None)
+        if position is None:
+            return
+        keys = self._keys
+        last = keys.pop()
+        if position < len(keys):
+            keys[position] = last
+            self._index[last] = position
 
     def victims(self, keys: Iterable[Hashable]) -> list[Hashable]:
-        candidates = list(keys)
-        if not candidates:
+        if not self._keys:
             return []
         choose = self.choice if self.choice is not None else random.choice
-        return [choose(candidates)]
+        victim = choose(self._keys)
+        self.remove(victim)
+        return [victim]
+
+    def clear(self) -> None:
+        self._keys.clear()
+        self._index.clear()
 
 
 _POLICIES: dict[str, type[Policy]] = {

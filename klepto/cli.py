@@ -18,12 +18,16 @@ def _demo(args: argparse.Namespace) -> int:
             f"hits={report.hits} misses={report.misses} loads={report.loads}"
         )
 
-    print(f"klepto {__version__} demo: a slow function ({args.delay} s per call), "
-          f"{args.calls} calls, memoized to an archive")
+    print(
+        f"klepto {__version__} demo: a slow function ({args.delay} s per call), "
+        f"{args.calls} calls, memoized to an archive"
+    )
     first, second = run_demo(ncalls=args.calls, delay=args.delay, progress=show)
     saved = first.seconds - second.seconds
-    print(f"time saved by the archive: {saved:.3f} s "
-          f"({first.seconds / max(second.seconds, 1e-9):.0f}x faster)")
+    print(
+        f"time saved by the archive: {saved:.3f} s "
+        f"({first.seconds / max(second.seconds, 1e-9):.0f}x faster)"
+    )
     return 0
 
 

@@ -64,9 +64,7 @@ class MissingDependencyError(KleptoError, ImportError):
     """An optional dependency is not installed; the message names the extra to install."""
 
     def __init__(self, package: str, extra: str, feature: str) -> None:
-        super().__init__(
-            f"{feature} needs the '{package}' package: pip install 'klepto[{extra}]'"
-        )
+        super().__init__(f"{feature} needs the '{package}' package: pip install 'klepto[{extra}]'")
         self.package = package
         self.extra = extra
 
@@ -78,4 +76,4 @@ def require(module: str, extra: str, feature: str) -> Any:
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        raise MissingDependencyError(module.split(".")[0], extra, feature) from exc
+        raise MissingDependencyError(module.split(".", maxsplit=1)[0], extra, feature) from exc

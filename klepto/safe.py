@@ -19,31 +19,31 @@ from klepto._cache import Counter
 __all__ = ["Counter", "inf_cache", "lfu_cache", "lru_cache", "mru_cache", "no_cache", "rr_cache"]
 
 
-class no_cache(_cache.no_cache):  # noqa: N801 -- the classic public name
+class no_cache(_cache.no_cache):
     __doc__ = _cache.no_cache.__doc__
     safe = True
 
 
-class inf_cache(_cache.inf_cache):  # noqa: N801 -- the classic public name
+class inf_cache(_cache.inf_cache):
     __doc__ = _cache.inf_cache.__doc__
     safe = True
 
 
-class lru_cache(_cache.lru_cache):  # noqa: N801 -- the classic public name
+class lru_cache(_cache.lru_cache):
     __doc__ = _cache.lru_cache.__doc__
     safe = True
 
 
-class mru_cache(_cache.mru_cache):  # noqa: N801 -- the classic public name
+class mru_cache(_cache.mru_cache):
     __doc__ = _cache.mru_cache.__doc__
     safe = True
 
 
-class lfu_cache(_cache.lfu_cache):  # noqa: N801 -- the classic public name
+class lfu_cache(_cache.lfu_cache):
     __doc__ = _cache.lfu_cache.__doc__
     safe = True
 
 
-class rr_cache(_cache.rr_cache):  # noqa: N801 -- the classic public name
+class rr_cache(_cache.rr_cache):
     __doc__ = _cache.rr_cache.__doc__
     safe = True

@@ -16,7 +16,7 @@ from klepto.archives.memory import null_archive
 __all__ = ["cache"]
 
 
-class cache(dict):  # noqa: N801 -- the classic public name
+class cache(dict):
     """``cache(*args, archive=null_archive(), **kwds)``: a dict in front of an archive."""
 
     def __init__(self, *args: Any, archive: Any = None, **kwds: Any) -> None:
@@ -40,7 +40,7 @@ class cache(dict):  # noqa: N801 -- the classic public name
     @property
     def __type__(self) -> type:
         """The public factory named like the backend's class (``file_archive``, ...)."""
-        import klepto.archives as archives
+        from klepto import archives
 
         return getattr(archives, type(self.archive).__name__)
 

@@ -29,7 +29,7 @@ class ArchiveFactory(type):
         return isinstance(sub, type) and issubclass(sub, cls.__backend__)
 
 
-def _build(cls: Any, name: Any = None, dict: Any = None, cached: bool = True, **kwds: Any) -> Any:  # noqa: A002 -- classic parameter name
+def _build(cls: Any, name: Any = None, dict: Any = None, cached: bool = True, **kwds: Any) -> Any:
     backend = cls.__open__(name, **kwds)
     front = cache(archive=backend) if cached else backend
     if dict:

@@ -10,7 +10,7 @@ from klepto.archives._base import Archive
 __all__ = ["dict_archive", "null_archive"]
 
 
-class dict_archive(Archive):  # noqa: N801 -- the classic public name
+class dict_archive(Archive):
     """A backend archive held in memory (lost with the process)."""
 
     kind = "dict"
@@ -64,7 +64,7 @@ class dict_archive(Archive):  # noqa: N801 -- the classic public name
         self._data = saved["data"]
 
 
-class null_archive(Archive):  # noqa: N801 -- the classic public name
+class null_archive(Archive):
     """An archive that is always empty: writes are discarded. Means "no archive"."""
 
     kind = "null"

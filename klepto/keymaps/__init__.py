@@ -15,8 +15,10 @@ from klepto.crypto import serializers
 from klepto.keymaps._base import NOSENTINEL, SENTINEL, keymap
 from klepto.keymaps.hashmap import hashmap
 from klepto.keymaps.picklemap import picklemap
+from klepto.keymaps.stablemap import stablemap as stablemap
 from klepto.keymaps.stringmap import stringmap
 
+# ``stablemap`` (the decorators' default) is public too; ``__all__`` keeps the classic six.
 __all__ = ["NOSENTINEL", "SENTINEL", "hashmap", "keymap", "picklemap", "stringmap"]
 
 

@@ -1,0 +1,204 @@
+"""Where SQL archives keep their rows: URLs, names, tables and the statements run on them.
+
+Every archive lives in one table of fixed shape; keys are row values, never identifiers::
+
+    <table> (kdigest VARCHAR(32) PRIMARY KEY,  -- stable_hash(key): locates the row
+             kbytes  BLOB NOT NULL,            -- the original key, sealed (what iteration returns)
+             vbytes  BLOB NOT NULL)            -- the value, sealed by the archive's Packer
+    klepto_settings (name VARCHAR(64) PRIMARY KEY, settings TEXT NOT NULL)  -- JSON per table
+
+Table names come from the caller, so they are validated (a plain identifier of at most 63
+characters); database names in server URLs likewise. Statements are built once per dialect
+with SQLAlchemy Core and kept as SQL text with their parameter order, so that the hot paths
+bind parameters straight to the driver. Upserts come from a registry keyed by dialect name.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql, postgresql, sqlite
+from sqlalchemy.engine import URL, Dialect, make_url
+
+__all__ = [
+    "SETTINGS_TABLE",
+    "Compiled",
+    "Schema",
+    "check_identifier",
+    "database_url",
+    "is_memory",
+]
+
+SETTINGS_TABLE = "klepto_settings"
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+_DEFAULT_DATABASE = "defaultdb"
+
+
+def check_identifier(name: Any, what: str = "table name") -> str:
+    """``name`` if it is a plain SQL identifier (letters, digits, ``_``; at most 63), else raise."""
+    if not isinstance(name, str) or not _IDENTIFIER.fullmatch(name):
+        raise ValueError(
+            f"invalid SQL {what} {name!r}: use letters, digits and '_' (not first), "
+            "at most 63 characters"
+        )
+    return name
+
+
+def database_url(database: str | URL | None) -> URL:
+    """The SQLAlchemy URL for a classic ``database`` argument (spec 7.8).
+
+    ``None`` or ``'sqlite:///'`` is an in-memory SQLite database; a value without ``/`` is
+    a SQLite file name; a server URL without a database part gets ``'defaultdb'``. A server
+    database name must be a plain identifier (it may be created with ``CREATE DATABASE``).
+    """
+    if database is None or database in ("sqlite:///", "sqlite://"):
+        return make_url("sqlite:///:memory:")
+    if isinstance(database, str) and "/" not in database:
+        return make_url(f"sqlite:///{database}")
+    if isinstance(database, str) and database.endswith(":/"):
+        database += "/"
+    url = make_url(database)
+    if url.get_backend_name() == "sqlite":
+        return url if url.database else url.set(database=":memory:")
+    if not url.database:
+        url = url.set(database=_DEFAULT_DATABASE)
+    check_identifier(url.database, "database name")
+    return url
+
+
+def is_memory(url: URL) -> bool:
+    """True for an in-memory SQLite database (one per engine; it has no location)."""
+    return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
+
+
+class Compiled:
+    """A statement rendered for one dialect, with the driver's parameter style."""
+
+    __slots__ = ("names", "sql")
+
+    def __init__(self, statement: Any, dialect: Dialect) -> None:
+        compiled = statement.compile(dialect=dialect)
+        self.sql: str = compiled.string
+        self.names: tuple[str, ...] | None = (
+            tuple(compiled.positiontup) if dialect.positional else None
+        )
+
+    def bind(self, values: dict[str, Any]) -> tuple | dict[str, Any]:
+        """Parameters for one execution in the order (or by the names) the driver expects."""
+        if self.names is None:
+            return values
+        return tuple(values[name] for name in self.names)
+
+
+def _blob() -> Any:
+    # BLOB is 64 KiB in MySQL/MariaDB; values can be far larger.
+    return sa.LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb")
+
+
+def _sqlite_upsert(table: sa.Table) -> Any:
+    stmt = sqlite.insert(table)
+    return stmt.on_conflict_do_update(
+        index_elements=["kdigest"], set_={"vbytes": stmt.excluded.vbytes}
+    )
+
+
+def _postgresql_upsert(table: sa.Table) -> Any:
+    stmt = postgresql.insert(table)
+    return stmt.on_conflict_do_update(
+        index_elements=["kdigest"], set_={"vbytes": stmt.excluded.vbytes}
+    )
+
+
+def _mysql_upsert(table: sa.Table) -> Any:
+    stmt = mysql.insert(table)
+    return stmt.on_duplicate_key_update(vbytes=stmt.inserted.vbytes)
+
+
+#: Dialect name -> single-statement upsert (the existing key object is kept, as in a dict).
+UPSERTS: dict[str, Callable[[sa.Table], Any]] = {
+    "sqlite": _sqlite_upsert,
+    "postgresql": _postgresql_upsert,
+    "mysql": _mysql_upsert,
+    "mariadb": _mysql_upsert,
+}
+
+
+class Schema:
+    """The tables of one archive and its statements, compiled for one dialect."""
+
+    def __init__(self, table: str, dialect: Dialect) -> None:
+        self.name = check_identifier(table)
+        if table.lower() == SETTINGS_TABLE:
+            raise ValueError(f"{table!r} is reserved for klepto's settings")
+        self.dialect = dialect
+        metadata = sa.MetaData()
+        self.data = sa.Table(
+            table,
+            metadata,
+            sa.Column("kdigest", sa.String(32), primary_key=True),
+            sa.Column("kbytes", _blob(), nullable=False),
+            sa.Column("vbytes", _blob(), nullable=False),
+            sqlite_with_rowid=False,  # one b-tree: lookups and scans read the same pages
+        )
+        self.settings = sa.Table(
+            SETTINGS_TABLE,
+            metadata,
+            sa.Column("name", sa.String(64), primary_key=True),
+            sa.Column("settings", sa.Text, nullable=False),
+        )
+        self._build()
+
+    def _build(self) -> None:
+        data, digest = self.data, sa.bindparam("kdigest")
+        compile_ = self.compile
+        self.get = compile_(sa.select(data.c.vbytes).where(data.c.kdigest == digest))
+        self.contains = compile_(sa.select(sa.literal(1)).where(data.c.kdigest == digest))
+        self.keys = compile_(sa.select(data.c.kdigest, data.c.kbytes))
+        self.rows = compile_(sa.select(data.c.kdigest, data.c.kbytes, data.c.vbytes))
+        self.count = compile_(sa.select(sa.func.count()).select_from(data))
+        self.delete = compile_(sa.delete(data).where(data.c.kdigest == digest))
+        self.clear = compile_(sa.delete(data))
+        self.pop = (
+            compile_(sa.delete(data).where(data.c.kdigest == digest).returning(data.c.vbytes))
+            if self.dialect.delete_returning
+            else None
+        )
+        upsert = UPSERTS.get(self.dialect.name)
+        self.upsert = compile_(upsert(data)) if upsert else None
+        self.insert = compile_(sa.insert(data))
+        self.update = compile_(
+            sa.update(data).where(data.c.kdigest == digest).values(vbytes=sa.bindparam("vbytes"))
+        )
+        self._build_settings()
+
+    def _build_settings(self) -> None:
+        settings, name = self.settings, sa.bindparam("lname")
+        self.read_settings = self.compile(
+            sa.select(settings.c.name, settings.c.settings).where(
+                sa.func.lower(settings.c.name) == name
+            )
+        )
+        self.insert_settings = self.compile(sa.insert(settings))
+        self.delete_settings = self.compile(
+            sa.delete(settings).where(settings.c.name == sa.bindparam("name"))
+        )
+        self.count_settings = self.compile(sa.select(sa.func.count()).select_from(settings))
+
+    def compile(self, statement: Any) -> Compiled:
+        return Compiled(statement, self.dialect)
+
+    def ddl(self) -> list[Any]:
+        """``CREATE TABLE IF NOT EXISTS`` for the settings table and the data table."""
+        return [
+            sa.schema.CreateTable(self.settings, if_not_exists=True),
+            sa.schema.CreateTable(self.data, if_not_exists=True),
+        ]
+
+    def drop_data(self) -> Any:
+        return sa.schema.DropTable(self.data, if_exists=True)
+
+    def drop_settings(self) -> Any:
+        return sa.schema.DropTable(self.settings, if_exists=True)
