@@ -1,0 +1,21 @@
+"""Every example in README.rst and docs/*.rst runs (doctest), in a scratch directory."""
+
+from __future__ import annotations
+
+import doctest
+import pathlib
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+DOCUMENTS = [ROOT / "README.rst", *sorted((ROOT / "docs").glob("*.rst"))]
+FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
+
+
+@pytest.mark.parametrize("document", DOCUMENTS, ids=lambda p: p.name)
+def test_examples_run(document, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    failures, _ = doctest.testfile(
+        str(document), module_relative=False, optionflags=FLAGS, verbose=False
+    )
+    assert failures == 0, f"{failures} failing example(s) in {document.name}"
