@@ -1,8 +1,13 @@
 """The in-memory ``cache`` front: a real ``dict`` with a backend archive behind it.
 
-Plain dict operations touch memory only, at C speed (the memoizer's hit path is a dict
+Plain dict operations touch memory only (reads at C speed: the memoizer's hit path is a dict
 lookup); ``load``, ``dump`` and ``sync`` move data between memory and the backend. A
 ``null_archive`` backend means "no archive": ``archived()`` is then False.
+
+Writes to memory are remembered as *unsaved* until they are dumped. ``close()`` writes them,
+and so does a normal interpreter exit (unless ``autodump`` is False), so a program that
+forgets ``dump()`` does not lose its results. Nothing is written earlier than classic klepto
+would write it, so memory and archive sizes during a run are as before.
 """
 
 from __future__ import annotations
@@ -10,32 +15,110 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from klepto.archives import _autodump
 from klepto.archives._base import Archive, archive_name, popkeys
 from klepto.archives.memory import null_archive
+
+_NO_DEFAULT = object()
 
 __all__ = ["cache"]
 
 
 class cache(dict):
-    """``cache(*args, archive=null_archive(), **kwds)``: a dict in front of an archive."""
+    """``cache(*args, archive=null_archive(), **kwds)``: a dict in front of an archive.
+
+    ``autodump`` (class default True; set it on an instance, or pass ``autodump=False`` to a
+    factory) makes ``close()`` and interpreter exit write unsaved entries to the backend.
+    """
+
+    autodump = True
 
     def __init__(self, *args: Any, archive: Any = None, **kwds: Any) -> None:
+        self._unsaved: set = set()
         super().__init__(*args, **kwds)
-        self.__archive__ = null_archive() if archive is None else archive
         self.__swap__: Any = null_archive()
+        self._set_backend(null_archive() if archive is None else archive)
+        for key in self:
+            self._touched(key)
+
+    def _set_backend(self, backend: Any) -> None:
+        self.__archive__ = backend
+        self._reclass()
+
+    def _reclass(self) -> None:
+        """Track unsaved keys only while there is somewhere to save them.
+
+        Without a backend the front is a ``_plain_cache``, whose writes are the C-level dict
+        methods: the memoizer's miss path then costs what a plain dict costs.
+        """
+        tracking = not isinstance(self.__archive__, null_archive)
+        if tracking and type(self) is _plain_cache:
+            self.__class__ = cache
+            for key in self:  # memory the new backend has never seen
+                self._touched(key)
+        elif not tracking and type(self) is cache:
+            self.__class__ = _plain_cache
+
+    # --- tracking what memory holds that the backend may not ------------------------------
+    def _touched(self, key: Any) -> None:
+        unsaved = self._unsaved
+        if not unsaved and self.autodump:
+            _autodump.register(self)
+        unsaved.add(key)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        dict.__setitem__(self, key, value)
+        self._touched(key)
+
+    def __delitem__(self, key: Any) -> None:
+        dict.__delitem__(self, key)
+        self._unsaved.discard(key)
+
+    def update(self, *args: Any, **kwds: Any) -> None:
+        for key, value in dict(*args, **kwds).items():
+            self[key] = value
+
+    def setdefault(self, key: Any, default: Any = None) -> Any:
+        if key not in self:
+            self[key] = default
+        return dict.__getitem__(self, key)
+
+    def pop(self, key: Any, default: Any = _NO_DEFAULT) -> Any:
+        self._unsaved.discard(key)
+        if default is _NO_DEFAULT:
+            return dict.pop(self, key)
+        return dict.pop(self, key, default)
+
+    def popitem(self) -> tuple:
+        key, value = dict.popitem(self)
+        self._unsaved.discard(key)
+        return key, value
+
+    def clear(self) -> None:
+        dict.clear(self)
+        self._unsaved.clear()
+
+    def __ior__(self, other: Any) -> cache:
+        self.update(other)
+        return self
+
+    @property
+    def unsaved(self) -> frozenset:
+        """Keys written to memory since they were last loaded or dumped."""
+        return frozenset(self._unsaved)
 
     # --- the backend ----------------------------------------------------------------------
     @property
     def archive(self) -> Any:
         if not isinstance(self.__archive__, Archive):  # e.g. an object pickled long ago
-            self.__archive__ = null_archive()
+            self._set_backend(null_archive())
         return self.__archive__
 
     @archive.setter
     def archive(self, backend: Any) -> None:
         if not isinstance(self.__swap__, null_archive):
             self.__archive__, self.__swap__ = self.__swap__, null_archive()
-        self.__archive__ = backend
+        self._set_backend(backend)
 
     @property
     def __type__(self) -> type:
@@ -56,16 +139,18 @@ class cache(dict):
         parked = not isinstance(self.__swap__, null_archive)
         if enable:
             if parked:
-                self.__archive__, self.__swap__ = self.__swap__, null_archive()
+                self.__swap__, backend = null_archive(), self.__swap__
+                self._set_backend(backend)
             elif isinstance(self.archive, null_archive):
                 raise ValueError("no valid archive has been set")
         elif not isinstance(self.archive, null_archive):
-            self.__swap__, self.__archive__ = self.__archive__, null_archive()
+            self.__swap__ = self.__archive__
+            self._set_backend(null_archive())
 
     def drop(self) -> None:
         """Detach the backend (nothing is deleted); raises if there is none."""
         self.archived(True)
-        self.__archive__ = null_archive()
+        self._set_backend(null_archive())
 
     def open(self, archive: Any) -> None:
         """Attach ``archive`` as the backend."""
@@ -80,23 +165,33 @@ class cache(dict):
         """Copy backend entries into memory: all of them, or just ``keys`` (missing skipped)."""
         backend = self.archive
         if not keys:
-            self.update(backend.__asdict__())
+            loaded = backend.__asdict__()
+            dict.update(self, loaded)
+            self._unsaved.difference_update(loaded)
             return
         for key in keys:
             try:
-                self[key] = backend[key]
+                dict.__setitem__(self, key, backend[key])
             except KeyError:
                 continue
+            self._unsaved.discard(key)
 
     def dump(self, *keys: Any) -> None:
         """Copy memory entries to the backend: all of them, or just ``keys`` present."""
         backend = self.archive
         if not keys:
             backend.update(dict(self))
+            self._unsaved.clear()
             return
-        present = {key: self[key] for key in keys if key in self}
+        present = {key: dict.__getitem__(self, key) for key in keys if key in self}
         if present:
             backend.update(present)
+            self._unsaved.difference_update(present)
+
+    def flush(self) -> None:
+        """Write the unsaved entries (if a real backend is attached)."""
+        if self._unsaved and self.archived():
+            self.dump(*list(self._unsaved))
 
     def sync(self, clear: bool = False) -> None:
         """Make memory and backend agree: the union (memory wins), or memory only (``clear``)."""
@@ -112,7 +207,10 @@ class cache(dict):
         return popkeys(self, keys, *default)
 
     def close(self) -> None:
-        """Close the backend (a persistent backend writes what it must first)."""
+        """Write unsaved entries (unless ``autodump`` is False), then close the backend."""
+        if self.autodump:
+            self.flush()
+        _autodump.unregister(self)
         close = getattr(self.archive, "close", None)
         if close is not None:
             close()
@@ -133,6 +231,23 @@ class cache(dict):
 
 
 def _rebuild_cache(contents: dict, backend: Any, swap: Any) -> cache:
+    # Whether these entries were saved is unknown here: count them as unsaved (a redundant
+    # write at exit is cheap; a lost result is not).
     front = cache(contents, archive=backend)
     front.__swap__ = swap
     return front
+
+
+class _plain_cache(cache):
+    """A ``cache`` with no backend: nothing to save, so writes skip the bookkeeping."""
+
+    __setitem__ = dict.__setitem__  # type: ignore[assignment]
+    __delitem__ = dict.__delitem__  # type: ignore[assignment]
+    update = dict.update  # type: ignore[assignment]
+    setdefault = dict.setdefault  # type: ignore[assignment]
+    pop = dict.pop  # type: ignore[assignment]
+    popitem = dict.popitem  # type: ignore[assignment]
+
+    def clear(self) -> None:
+        dict.clear(self)
+        self._unsaved.clear()

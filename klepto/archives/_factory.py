@@ -3,7 +3,8 @@
 ``file_archive(name=None, dict=None, cached=True, **kwds)`` builds the backend, then returns
 it (``cached=False``) or a :class:`~klepto.archives.cache` in front of it (``cached=True``,
 the default), seeded with ``dict``. ``isinstance(x, file_archive)`` is true for the backend
-and for a cache whose backend it is.
+and for a cache whose backend it is. ``autodump=False`` stops a cache front from writing its
+unsaved entries when it is closed or at interpreter exit.
 """
 
 from __future__ import annotations
@@ -30,8 +31,11 @@ class ArchiveFactory(type):
 
 
 def _build(cls: Any, name: Any = None, dict: Any = None, cached: bool = True, **kwds: Any) -> Any:
+    autodump = kwds.pop("autodump", True)
     backend = cls.__open__(name, **kwds)
     front = cache(archive=backend) if cached else backend
+    if cached and not autodump:
+        front.autodump = False
     if dict:
         front.update(dict)
     return front
