@@ -304,3 +304,12 @@ def test_state_machine_against_dict(kind, tmp_path, request):
         suppress_health_check=list(HealthCheck),
     )(machine)
     machine.TestCase().runTest()
+
+
+def test_add_stores_only_when_absent(archive):
+    assert archive.add("k", 1) is True
+    assert archive.add("k", 2) is False
+    assert archive["k"] == 1
+    del archive["k"]
+    assert archive.add("k", 3) is True
+    assert archive["k"] == 3

@@ -2,7 +2,7 @@
 
 A backend ("raw") archive implements a handful of primitives (``_get``, ``_set``,
 ``_delete``, ``_keys``, ``_len`` and, when it can do better than one key at a time,
-``_set_many``, ``_contains``, ``_clear``); everything else -- the mapping API, the classic
+``_set_many``, ``_contains``, ``_clear``, ``_add``); everything else -- the mapping API, the classic
 ``load/dump/sync/archived/drop/open`` no-ops that let a raw archive stand where a cache is
 expected, ``popkeys``, ``copy``, ``__asdict__``, context management and closing -- is here,
 written once.
@@ -68,6 +68,19 @@ class Archive(MutableMapping):
             for key, value in items:
                 self._set(key, value)
 
+    def _add(self, key: Any, value: Any) -> bool:
+        """Store ``value`` only if ``key`` is absent; True if stored.
+
+        This default is atomic among the threads of one process. Persistent backends override
+        it with an operation that is atomic across processes (``O_EXCL``/``link``, an INSERT
+        that fails on the primary key, a write under the file's lock).
+        """
+        with self._lock:
+            if self._contains(key):
+                return False
+            self._set(key, value)
+            return True
+
     def _clear(self) -> None:
         for key in list(self._keys()):
             with contextlib.suppress(KeyError):
@@ -115,6 +128,15 @@ class Archive(MutableMapping):
     def clear(self) -> None:
         self._check_open()
         self._clear()
+
+    def add(self, key: Any, value: Any) -> bool:
+        """Store ``value`` under ``key`` only if the key is absent (atomically); True if stored.
+
+        Concurrent writers racing on one key: exactly one ``add`` returns True, and no
+        stored value is ever replaced by it.
+        """
+        self._check_open()
+        return self._add(key, value)
 
     def setdefault(self, key: Any, default: Any = None) -> Any:
         self._check_open()
