@@ -20,28 +20,15 @@ import numbers
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from klepto._canonical import Tag
+
 __all__ = ["KWDS", "MISSING", "Plan", "plan_call"]
 
 
-class _Marker:
-    """A named singleton that pickles by reference and reprs as its name."""
-
-    __slots__ = ("_name",)
-
-    def __init__(self, name: str) -> None:
-        self._name = name
-
-    def __repr__(self) -> str:
-        return self._name
-
-    def __reduce__(self) -> str:
-        return self._name
-
-
 #: Separates named values from extra keyword arguments in a key.
-KWDS = _Marker("KWDS")
+KWDS = Tag("KWDS", __name__)
 #: Stands for a required argument the call did not pass (the call itself will fail).
-MISSING = _Marker("MISSING")
+MISSING = Tag("MISSING", __name__)
 
 _POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
 

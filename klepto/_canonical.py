@@ -32,17 +32,19 @@ _INLINE_ARRAY_BYTES = 4096
 
 
 class Tag:
-    """Heads a frozen form: ``(LIST, 1, 2)`` stands for ``[1, 2]``.
+    """A named module-level singleton used inside keys.
 
-    A tag is a module-level singleton: it equals only itself (so a frozen list never equals
-    a user's tuple), pickles by reference, and encodes by name in :func:`stable_bytes`.
-    Frozen forms are plain tuples, so hashing and comparing them runs at C speed.
+    It equals only itself, pickles by reference (as the global ``module.name``) and encodes
+    by name in :func:`stable_bytes`, so keys holding it are the same in every process. The
+    tags below head frozen forms: ``(LIST, 1, 2)`` stands for ``[1, 2]`` and never equals a
+    user's tuple; frozen forms are plain tuples, so hashing and comparing them runs at C
+    speed. Other modules define their own tags (``klepto._binding.KWDS``).
     """
 
-    __slots__ = ("name",)
-
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, module: str = __name__) -> None:
         self.name = name
+        # pickle finds a global through the object's __module__: the defining module's.
+        self.__module__ = module
 
     def __repr__(self) -> str:
         return self.name
