@@ -19,3 +19,28 @@ def test_examples_run(document, tmp_path, monkeypatch):
         str(document), module_relative=False, optionflags=FLAGS, verbose=False
     )
     assert failures == 0, f"{failures} failing example(s) in {document.name}"
+
+
+def test_sphinx_builds_without_warnings(tmp_path):
+    """The documentation builds with warnings as errors (``-W``), as CI requires."""
+    pytest.importorskip("sphinx")
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sphinx",
+            "-q",
+            "-W",
+            "-b",
+            "html",
+            str(ROOT / "docs"),
+            str(tmp_path / "html"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
