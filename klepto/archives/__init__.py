@@ -7,6 +7,7 @@ and returns the raw backend (``cached=False``) or a :class:`cache` in front of i
 from __future__ import annotations
 
 from klepto.archives import memory as _memory
+from klepto.archives import sql as _sql
 from klepto.archives._base import Archive as archive
 from klepto.archives._cached import cache
 from klepto.archives._factory import make_factory
@@ -17,4 +18,10 @@ _null_archive = _memory.null_archive
 dict_archive = make_factory(_dict_archive)
 null_archive = make_factory(_null_archive)
 
-__all__ = ["cache", "dict_archive", "null_archive"]
+_sqlname = _sql._sqlname
+_sqltable_archive = _sql.sqltable_archive
+_sql_archive = _sql.sql_archive
+sqltable_archive = make_factory(_sqltable_archive, _sql.open_sqltable)
+sql_archive = make_factory(_sql_archive, _sql.open_sql)
+
+__all__ = ["cache", "dict_archive", "null_archive", "sql_archive", "sqltable_archive"]

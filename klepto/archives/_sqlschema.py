@@ -30,6 +30,7 @@ __all__ = [
     "check_identifier",
     "database_url",
     "is_memory",
+    "url_text",
 ]
 
 SETTINGS_TABLE = "klepto_settings"
@@ -69,6 +70,18 @@ def database_url(database: str | URL | None) -> URL:
     return url
 
 
+def url_text(url: URL, *, hide_password: bool = True) -> str:
+    """``url`` as a string; SQLite paths are shown as given (SQLAlchemy would escape ``:``)."""
+    if url.get_backend_name() != "sqlite":
+        return url.render_as_string(hide_password=hide_password)
+    query = "&".join(
+        f"{name}={value}"
+        for name, values in url.query.items()
+        for value in (values if isinstance(values, tuple) else (values,))
+    )
+    return f"{url.drivername}:///{url.database or ''}" + (f"?{query}" if query else "")
+
+
 def is_memory(url: URL) -> bool:
     """True for an in-memory SQLite database (one per engine; it has no location)."""
     return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
@@ -79,8 +92,9 @@ class Compiled:
 
     __slots__ = ("names", "sql")
 
-    def __init__(self, statement: Any, dialect: Dialect) -> None:
-        compiled = statement.compile(dialect=dialect)
+    def __init__(self, statement: Any, dialect: Dialect, *, literal: bool = False) -> None:
+        options = {"compile_kwargs": {"literal_binds": True}} if literal else {}
+        compiled = statement.compile(dialect=dialect, **options)
         self.sql: str = compiled.string
         self.names: tuple[str, ...] | None = (
             tuple(compiled.positiontup) if dialect.positional else None
@@ -126,6 +140,28 @@ UPSERTS: dict[str, Callable[[sa.Table], Any]] = {
 }
 
 
+def _sqlite_insert_new(table: sa.Table) -> Any:
+    return sqlite.insert(table).on_conflict_do_nothing(index_elements=["kdigest"])
+
+
+def _postgresql_insert_new(table: sa.Table) -> Any:
+    return postgresql.insert(table).on_conflict_do_nothing(index_elements=["kdigest"])
+
+
+def _mysql_insert_new(table: sa.Table) -> Any:
+    # Only a duplicate key can be ignored here: digests and blobs cannot be truncated.
+    return mysql.insert(table).prefix_with("IGNORE")
+
+
+#: Dialect name -> insert-if-absent whose rowcount is 1 when it stored the row, else 0.
+INSERTS_IF_ABSENT: dict[str, Callable[[sa.Table], Any]] = {
+    "sqlite": _sqlite_insert_new,
+    "postgresql": _postgresql_insert_new,
+    "mysql": _mysql_insert_new,
+    "mariadb": _mysql_insert_new,
+}
+
+
 class Schema:
     """The tables of one archive and its statements, compiled for one dialect."""
 
@@ -155,8 +191,11 @@ class Schema:
         data, digest = self.data, sa.bindparam("kdigest")
         compile_ = self.compile
         self.get = compile_(sa.select(data.c.vbytes).where(data.c.kdigest == digest))
-        self.contains = compile_(sa.select(sa.literal(1)).where(data.c.kdigest == digest))
+        self.contains = compile_(sa.select(data.c.kdigest).where(data.c.kdigest == digest))
         self.keys = compile_(sa.select(data.c.kdigest, data.c.kbytes))
+        self.first = Compiled(
+            sa.select(data.c.kdigest, data.c.kbytes).limit(1), self.dialect, literal=True
+        )
         self.rows = compile_(sa.select(data.c.kdigest, data.c.kbytes, data.c.vbytes))
         self.count = compile_(sa.select(sa.func.count()).select_from(data))
         self.delete = compile_(sa.delete(data).where(data.c.kdigest == digest))
@@ -168,6 +207,8 @@ class Schema:
         )
         upsert = UPSERTS.get(self.dialect.name)
         self.upsert = compile_(upsert(data)) if upsert else None
+        insert_new = INSERTS_IF_ABSENT.get(self.dialect.name)
+        self.insert_new = compile_(insert_new(data)) if insert_new else None
         self.insert = compile_(sa.insert(data))
         self.update = compile_(
             sa.update(data).where(data.c.kdigest == digest).values(vbytes=sa.bindparam("vbytes"))

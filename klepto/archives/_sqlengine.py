@@ -1,0 +1,335 @@
+"""Connections for the SQL archives: one engine per process, safe across threads and forks.
+
+A :class:`Connector` owns everything an archive needs to talk to its database in the current
+process: the SQLAlchemy engine, a *writer* connection (every write runs in ``begin()``, so
+an error rolls back and never leaves the connection in a failed transaction) and, on servers,
+a *reader* connection in autocommit mode (a read never holds a transaction open, which would
+block other sessions' DDL and pin old snapshots on MariaDB). SQLite reads use the writer's
+connection outside any transaction, which is autocommit there.
+
+SQLite set-up: WAL journal, ``synchronous=NORMAL`` by default (a process crash loses nothing
+that was acknowledged; a power cut can lose the last commits, ``synchronous='FULL'`` prevents
+that), a 60 s busy timeout, and ``BEGIN IMMEDIATE`` for every transaction so that writers
+queue on the database lock instead of failing when a read turns into a write.
+
+A child process never touches the connections it inherited (SQLite and the server drivers
+forbid it): the connector notices the new process id, keeps the inherited objects referenced
+so that their finalizers never run in the child, and builds a fresh engine lazily.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import weakref
+from collections.abc import Iterator
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import URL, Connection, Engine
+
+from klepto.archives._sqlschema import Compiled, check_identifier, is_memory
+from klepto.errors import CorruptArchiveError
+
+__all__ = ["Connector", "create_database", "drop_database", "remove_sqlite_file"]
+
+log = logging.getLogger("klepto.archives.sql")
+
+_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+_SQLITE_BUSY_SECONDS = 60.0
+# Objects inherited across fork(): referenced forever so the child never closes them.
+_INHERITED: list[Any] = []
+
+
+class _ProcessState:
+    """What one process holds for one archive location."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.pid = os.getpid()
+        self.engine = engine
+        self.lock = threading.RLock()
+        self.writer: Connection | None = None
+        self.reader: Connection | None = None
+        self.depth = 0  # nesting of open transactions (only the lock holder changes it)
+
+    def release(self) -> None:
+        """Close the connections and the pool (call in the process that opened them)."""
+        for conn in (self.reader, self.writer):
+            if conn is not None:
+                conn.close()
+        self.reader = self.writer = None
+        self.engine.dispose()
+
+
+def _release_all(holder: list[_ProcessState]) -> None:
+    for state in holder:
+        if state.pid == os.getpid():
+            state.release()
+        else:
+            _INHERITED.append(state)
+    holder.clear()
+
+
+class Connector:
+    """The engine and connections of one database URL in the current process."""
+
+    def __init__(self, url: URL, config: dict[str, Any], synchronous: str = "NORMAL") -> None:
+        if str(synchronous).upper() not in _SYNCHRONOUS:
+            raise ValueError(f"synchronous must be one of {_SYNCHRONOUS}, not {synchronous!r}")
+        self.url = url
+        self.config = dict(config)
+        self.synchronous = str(synchronous).upper()
+        self.backend = url.get_backend_name()
+        self._holder: list[_ProcessState] = []
+        self._start_lock = threading.Lock()
+        self._finalizer = weakref.finalize(self, _release_all, self._holder)
+
+    # --- per-process state ---------------------------------------------------------------
+    def _state(self) -> _ProcessState:
+        holder = self._holder
+        if holder and holder[0].pid == os.getpid():
+            return holder[0]
+        with self._start_lock:
+            if holder and holder[0].pid == os.getpid():
+                return holder[0]
+            if holder:  # forked: leave the parent's connections alone
+                _INHERITED.append(holder.pop())
+                self._start_lock = threading.Lock()
+                log.debug("new process %d: opening a fresh engine for %s", os.getpid(), self)
+            holder.append(_ProcessState(self._create_engine()))
+            return holder[0]
+
+    @property
+    def engine(self) -> Engine:
+        return self._state().engine
+
+    @property
+    def dialect(self) -> sa.engine.Dialect:
+        return self._state().engine.dialect
+
+    def _create_engine(self) -> Engine:
+        kwds = dict(self.config)
+        if self.backend != "sqlite":
+            return sa.create_engine(self.url, **kwds)
+        connect_args = dict(kwds.pop("connect_args", {}))
+        connect_args.setdefault("timeout", _SQLITE_BUSY_SECONDS)
+        connect_args.setdefault("check_same_thread", False)  # our lock serialises use
+        if is_memory(self.url):
+            kwds.setdefault("poolclass", sa.pool.StaticPool)  # one connection = one database
+        else:
+            _create_private_file(self.url.database)
+        engine = sa.create_engine(self.url, connect_args=connect_args, **kwds)
+        event.listen(engine, "connect", _sqlite_setup(not is_memory(self.url), self.synchronous))
+        event.listen(engine, "begin", _sqlite_begin)
+        return engine
+
+    def _writer(self, state: _ProcessState) -> Connection:
+        if state.writer is None or state.writer.closed:
+            state.writer = state.engine.connect()
+        return state.writer
+
+    def _read_connection(self, state: _ProcessState) -> Any:
+        """The DBAPI connection for a read: the writer's inside a transaction or on SQLite."""
+        if state.depth or self.backend == "sqlite":
+            return self._writer(state).connection.dbapi_connection
+        if state.reader is None or state.reader.closed or state.reader.invalidated:
+            state.reader = state.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        return state.reader.connection.dbapi_connection
+
+    # --- transactions and statements -----------------------------------------------------
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """A write transaction: committed on exit, rolled back on any error; re-entrant."""
+        state = self._state()
+        with state.lock:
+            conn = self._writer(state)
+            state.depth += 1
+            try:
+                if state.depth > 1:  # joined: the outermost block commits or rolls back
+                    yield conn
+                else:
+                    with _corruption_named(self), conn.begin():
+                        yield conn
+            finally:
+                state.depth -= 1
+
+    def execute(self, conn: Connection, compiled: Compiled, values: Any = None) -> Any:
+        """Run ``compiled`` on ``conn`` once (a dict) or as a batch (a list of dicts)."""
+        if isinstance(values, list):
+            return conn.exec_driver_sql(compiled.sql, [compiled.bind(v) for v in values])
+        params = compiled.bind(values) if values is not None else ()
+        return conn.exec_driver_sql(compiled.sql, params)
+
+    def fetch(self, compiled: Compiled, values: dict | None = None, *, rows: bool = False) -> Any:
+        """Run a read: the first row (or None), or all rows with ``rows=True``."""
+        state = self._state()
+        with state.lock:
+            dbapi_conn = self._read_connection(state)
+            cursor = dbapi_conn.cursor()
+            try:
+                if values:
+                    cursor.execute(compiled.sql, compiled.bind(values))
+                else:
+                    cursor.execute(compiled.sql)
+                return cursor.fetchall() if rows else cursor.fetchone()
+            except state.engine.dialect.loaded_dbapi.Error as exc:
+                raise self._wrap(state, exc, compiled.sql, dbapi_conn, cursor) from exc
+            finally:
+                cursor.close()
+
+    def _wrap(self, state: _ProcessState, exc: Exception, sql: str, conn: Any, cur: Any) -> Any:
+        """The SQLAlchemy (or klepto) exception for a driver error; drop dead connections."""
+        dialect = state.engine.dialect
+        if dialect.is_disconnect(exc, conn, cur):
+            log.warning("lost the connection to %s; reconnecting on next use", self)
+            for attribute in ("reader", "writer"):
+                held = getattr(state, attribute)
+                if held is not None and held.connection.dbapi_connection is conn:
+                    held.invalidate()
+                    setattr(state, attribute, None)
+        wrapped = sa.exc.DBAPIError.instance(sql, None, exc, dialect.loaded_dbapi.Error)
+        corrupt = _corruption(self, wrapped)
+        return corrupt if corrupt is not None else wrapped
+
+    def close(self) -> None:
+        """Close this process's connections and pool (idempotent)."""
+        self._finalizer()
+
+    def __str__(self) -> str:
+        return self.url.render_as_string(hide_password=True)
+
+
+# --- SQLite ------------------------------------------------------------------------------
+def _sqlite_setup(on_disk: bool, synchronous: str) -> Any:
+    def setup(dbapi_connection: Any, record: Any) -> None:
+        # Autocommit at the driver: we issue BEGIN ourselves (see _sqlite_begin).
+        dbapi_connection.isolation_level = None
+        if on_disk:
+            cursor = dbapi_connection.cursor()
+            try:
+                cursor.execute("PRAGMA journal_mode=WAL")
+                cursor.execute(f"PRAGMA synchronous={synchronous}")
+            finally:
+                cursor.close()
+
+    return setup
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    # IMMEDIATE takes the write lock up front (waiting up to the busy timeout), so a
+    # transaction that reads before it writes can never fail with SQLITE_BUSY mid-way.
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _create_private_file(path: str | None) -> None:
+    """Create a new SQLite file as 0o600 (SQLite gives its -wal/-shm files the same mode)."""
+    if not path or path.startswith("file:"):
+        return
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return  # an existing database keeps its mode
+    os.close(fd)
+
+
+def remove_sqlite_file(path: str) -> None:
+    """Delete a SQLite database file and its journal files."""
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path + suffix)
+
+
+_CORRUPT_MESSAGES = ("malformed", "not a database", "disk image")
+
+
+def _corruption(connector: Connector, exc: BaseException) -> CorruptArchiveError | None:
+    """A CorruptArchiveError for SQLite's "database disk image is malformed" family."""
+    if connector.backend != "sqlite" or not isinstance(exc, sa.exc.DatabaseError):
+        return None
+    message = str(getattr(exc, "orig", exc))
+    if any(text in message for text in _CORRUPT_MESSAGES):
+        error = CorruptArchiveError(f"SQLite reports damage ({message})", path=str(connector))
+        error.__cause__ = exc
+        return error
+    return None
+
+
+@contextlib.contextmanager
+def _corruption_named(connector: Connector) -> Iterator[None]:
+    try:
+        yield
+    except sa.exc.DatabaseError as exc:
+        corrupt = _corruption(connector, exc)
+        if corrupt is None:
+            raise
+        raise corrupt from exc
+
+
+# --- databases on a server ---------------------------------------------------------------
+_MAINTENANCE_DATABASE = {"postgresql": "postgres", "mysql": None, "mariadb": None}
+_DATABASE_EXISTS = {
+    "postgresql": "SELECT 1 FROM pg_database WHERE datname = :name",
+    "mysql": "SELECT 1 FROM information_schema.schemata WHERE schema_name = :name",
+    "mariadb": "SELECT 1 FROM information_schema.schemata WHERE schema_name = :name",
+}
+
+
+def _server_engine(url: URL, config: dict[str, Any]) -> Engine:
+    backend = url.get_backend_name()
+    if backend not in _MAINTENANCE_DATABASE:
+        raise ValueError(f"cannot create or drop databases on {backend!r} servers")
+    kwds = {"connect_args": config["connect_args"]} if "connect_args" in config else {}
+    server = URL.create(  # url.set(database=None) would keep the database
+        url.drivername,
+        url.username,
+        url.password,
+        url.host,
+        url.port,
+        _MAINTENANCE_DATABASE[backend],
+        url.query,
+    )
+    return sa.create_engine(
+        server, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool, **kwds
+    )
+
+
+def _database_exists(conn: Connection, backend: str, name: str) -> bool:
+    return conn.execute(sa.text(_DATABASE_EXISTS[backend]), {"name": name}).first() is not None
+
+
+def create_database(url: URL, config: dict[str, Any]) -> bool:
+    """``CREATE DATABASE`` for ``url``'s (validated) database if it is missing; True if made."""
+    name = check_identifier(url.database, "database name")
+    backend = url.get_backend_name()
+    engine = _server_engine(url, config)
+    try:
+        with engine.connect() as conn:
+            if _database_exists(conn, backend, name):
+                return False
+            quoted = engine.dialect.identifier_preparer.quote_identifier(name)
+            try:
+                conn.exec_driver_sql(f"CREATE DATABASE {quoted}")
+            except sa.exc.DBAPIError:
+                if not _database_exists(conn, backend, name):  # not a lost race: a real error
+                    raise
+                return False
+            log.info("created database %s", name)
+            return True
+    finally:
+        engine.dispose()
+
+
+def drop_database(url: URL, config: dict[str, Any]) -> None:
+    """``DROP DATABASE IF EXISTS`` for ``url``'s (validated) database."""
+    name = check_identifier(url.database, "database name")
+    engine = _server_engine(url, config)
+    try:
+        with engine.connect() as conn:
+            quoted = engine.dialect.identifier_preparer.quote_identifier(name)
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {quoted}")
+            log.info("dropped database %s", name)
+    finally:
+        engine.dispose()

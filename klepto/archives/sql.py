@@ -1,0 +1,501 @@
+"""SQL archives on SQLAlchemy 2.x Core: ``sqltable_archive`` and ``sql_archive``.
+
+``sqltable_archive`` keeps one archive in one named table; ``sql_archive`` is a mapping over
+a whole database URL, kept in the klepto-owned table ``klepto_sql_archive`` (classic klepto
+made one table per key; here keys are always row values, so unrelated tables never appear
+as keys and hostile or case-colliding keys cannot fail). See :mod:`klepto.archives._sqlschema`
+for the layout, :mod:`~klepto.archives._sqlengine` for connections and
+:mod:`~klepto.archives._sqlcodec` for rows and settings.
+
+SQLAlchemy is imported when the first SQL archive is created, not with ``klepto``.
+
+>>> from klepto.archives import sqltable_archive
+>>> d = sqltable_archive('sqlite:///:memory:?table=results', cached=False)
+>>> d[(1, 2)] = 3
+>>> d[(1, 2)], list(d)
+(3, [(1, 2)])
+>>> d.name
+'sqlite:///:memory:?table=results'
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any, ClassVar
+
+from klepto.archives._base import Archive
+
+__all__ = ["_sqlname", "open_sql", "open_sqltable", "sql_archive", "sqltable_archive"]
+
+_DEFAULT_TABLE = "memo"
+_SQL_ARCHIVE_TABLE = "klepto_sql_archive"
+_BATCH = 500  # rows per executemany round trip in update()/dump()
+_OPEN_ATTEMPTS = 3  # concurrent creators can race on server catalogs; retry then
+
+
+def _sqlname(name: Any) -> tuple[str | None, str | None]:
+    """Split a classic archive name into ``(database_url, table)`` (spec 7.8).
+
+    >>> _sqlname('sqlite:///foo.db?table=bar'), _sqlname('bar'), _sqlname(None)
+    (('sqlite:///foo.db', 'bar'), (None, 'bar'), (None, None))
+    """
+    if name is None:
+        return None, None
+    name = str(name)
+    for prefix in ("?table=", "table="):
+        if name.startswith(prefix):
+            return None, name[len(prefix) :]
+    if "/" in name:
+        database, found, table = name.partition("?table=")
+        return (database, table) if found else (name, None)
+    return None, name
+
+
+class _SqlArchive(Archive):
+    """Rows ``(kdigest, kbytes, vbytes)`` in one table; shared by both SQL archive classes."""
+
+    kind: ClassVar[str] = "sql"
+
+    def _setup(self, database: Any, table: str, kwds: dict[str, Any], lazy: bool) -> None:
+        from klepto.archives import _sqlcodec, _sqlengine, _sqlschema
+
+        self._url = _sqlschema.database_url(database)
+        self._table = _sqlschema.check_identifier(table)
+        self._given = _sqlcodec.requested(kwds)
+        self._hmac_key = kwds.pop("key", None)
+        self._safe = bool(kwds.pop("safe", False))
+        synchronous = kwds.pop("synchronous", "NORMAL")
+        self._config = kwds
+        self._connector = _sqlengine.Connector(self._url, kwds, synchronous)
+        self._schema: Any = None
+        self._codec: Any = None
+        self._stored: dict[str, Any] = {}
+        Archive.__init__(self, **self._initial_state())
+        if not lazy:
+            self._ready()
+
+    # --- identity ------------------------------------------------------------------------
+    @property
+    def _db(self) -> str:
+        """The database URL as shown to people (password hidden)."""
+        from klepto.archives._sqlschema import url_text
+
+        return url_text(self._url)
+
+    def _initial_state(self) -> dict[str, Any]:
+        serialized = self._given.get("serialized", self._given.get("serializer") != "plain")
+        return {
+            "serialized": serialized,
+            "protocol": self._given.get("protocol"),
+            "config": dict(self._config),
+        }
+
+    def _where(self) -> str:
+        return f"table {self._table} of {self._db}"
+
+    def settings(self) -> dict[str, Any]:
+        """The settings recorded in the database for this archive."""
+        return dict(self._ready()[2])
+
+    @property
+    def engine(self) -> Any:
+        """This process's SQLAlchemy engine (for events, inspection and tests)."""
+        return self._connector.engine
+
+    # --- opening -------------------------------------------------------------------------
+    def _ready(self) -> tuple[Any, Any, dict[str, Any]]:
+        """``(schema, codec, settings)``, opening the archive on first use."""
+        if self._codec is None:
+            self._open()
+        return self._schema, self._codec, self._stored
+
+    def _open(self) -> None:
+        import sqlalchemy as sa
+
+        from klepto.archives import _sqlcodec, _sqlengine, _sqlschema
+
+        try:
+            exists = sa.inspect(self._connector.engine).has_table(_sqlschema.SETTINGS_TABLE)
+        except sa.exc.OperationalError:
+            if self._connector.backend == "sqlite":
+                raise
+            if not _sqlengine.create_database(self._url, self._config):
+                raise  # the database exists: the error was something else
+            exists = False
+        schema = _sqlschema.Schema(self._table, self._connector.dialect)
+        stored = self._read_settings(schema) if exists else None
+        if stored is None:
+            stored = self._create(schema)
+        packer = _sqlcodec.open_packer(self.kind, stored, self._given, self._hmac_key, self._safe)
+        self.__state__.update(serialized=stored["serialized"], protocol=stored.get("protocol"))
+        self._schema, self._stored = schema, stored
+        self._codec = _sqlcodec.RowCodec(packer, self._where())
+
+    def _read_settings(self, schema: Any) -> dict[str, Any] | None:
+        from klepto.archives._sqlcodec import decode_settings
+
+        rows = self._connector.fetch(
+            schema.read_settings, {"lname": self._table.lower()}, rows=True
+        )
+        for name, _ in rows:
+            if name != self._table:
+                raise ValueError(
+                    f"table {self._table!r} collides with the existing archive table "
+                    f"{name!r} (table names differing only in case are refused)"
+                )
+        return decode_settings(rows[0][1]) if rows else None
+
+    def _create(self, schema: Any) -> dict[str, Any]:
+        import sqlalchemy as sa
+
+        attempt = 1
+        while True:
+            try:
+                return self._create_once(schema)
+            except (sa.exc.IntegrityError, sa.exc.InternalError):
+                if attempt == _OPEN_ATTEMPTS:
+                    raise  # not a race with another creator after all
+                attempt += 1
+
+    def _create_once(self, schema: Any) -> dict[str, Any]:
+        from klepto.archives import _sqlcodec
+
+        with self._connector.transaction() as conn:
+            for statement in schema.ddl():
+                conn.execute(statement)
+            stored = self._read_settings(schema)
+            if stored is None:
+                stored = _sqlcodec.new_settings(self.kind, self._given, self._hmac_key, self._safe)
+                values = {"name": self._table, "settings": _sqlcodec.encode_settings(stored)}
+                self._connector.execute(conn, schema.insert_settings, values)
+        return stored
+
+    # --- backend primitives --------------------------------------------------------------
+    def _get(self, key: Any) -> Any:
+        schema, codec, _ = self._ready()
+        row = self._connector.fetch(schema.get, {"kdigest": codec.digest(key)})
+        if row is None:
+            raise KeyError(key)
+        return codec.unpack_value(row[0], key)
+
+    def _contains(self, key: Any) -> bool:
+        schema, codec, _ = self._ready()
+        return self._connector.fetch(schema.contains, {"kdigest": codec.digest(key)}) is not None
+
+    def _set(self, key: Any, value: Any) -> None:
+        schema, codec, _ = self._ready()
+        row = codec.row(key, value)
+        with self._connector.transaction() as conn:
+            self._upsert(conn, schema, [row])
+
+    def _set_many(self, items: list[tuple[Any, Any]]) -> None:
+        schema, codec, _ = self._ready()
+        rows = list({row["kdigest"]: row for row in (codec.row(k, v) for k, v in items)}.values())
+        with self._connector.transaction() as conn:
+            for start in range(0, len(rows), _BATCH):
+                self._upsert(conn, schema, rows[start : start + _BATCH])
+
+    def _upsert(self, conn: Any, schema: Any, rows: list[dict[str, Any]]) -> None:
+        execute = self._connector.execute
+        if schema.upsert is not None:
+            execute(conn, schema.upsert, rows if len(rows) > 1 else rows[0])
+            return
+        for row in rows:  # a dialect without a native upsert: update, else insert
+            if execute(conn, schema.update, row).rowcount == 0:
+                execute(conn, schema.insert, row)
+
+    def _add(self, key: Any, value: Any) -> bool:
+        schema, codec, _ = self._ready()
+        row = codec.row(key, value)
+        with self._connector.transaction() as conn:
+            if schema.insert_new is not None:
+                return self._connector.execute(conn, schema.insert_new, row).rowcount == 1
+            if self._connector.fetch(schema.contains, {"kdigest": row["kdigest"]}):
+                return False
+            self._connector.execute(conn, schema.insert, row)
+            return True
+
+    def _delete(self, key: Any) -> None:
+        schema, codec, _ = self._ready()
+        with self._connector.transaction() as conn:
+            deleted = self._connector.execute(conn, schema.delete, {"kdigest": codec.digest(key)})
+            if deleted.rowcount == 0:
+                raise KeyError(key)
+
+    def _keys(self) -> Iterator[Any]:
+        schema, codec, _ = self._ready()
+        rows = self._connector.fetch(schema.keys, rows=True)
+        return iter([codec.unpack_key(kbytes, digest) for digest, kbytes in rows])
+
+    def _len(self) -> int:
+        schema, _, _ = self._ready()
+        return int(self._connector.fetch(schema.count)[0])
+
+    def _clear(self) -> None:
+        schema, _, _ = self._ready()
+        with self._connector.transaction() as conn:
+            self._connector.execute(conn, schema.clear)
+
+    # --- whole-row operations ------------------------------------------------------------
+    def pop(self, key: Any, *default: Any) -> Any:
+        """Remove ``key`` and return its value (atomically: one caller gets it)."""
+        if len(default) > 1:
+            raise TypeError(f"pop expected at most 2 arguments, got {1 + len(default)}")
+        self._check_open()
+        schema, codec, _ = self._ready()
+        digest = {"kdigest": codec.digest(key)}
+        with self._connector.transaction() as conn:
+            if schema.pop is not None:
+                row = self._connector.execute(conn, schema.pop, digest).first()
+            else:
+                row = self._connector.fetch(schema.get, digest)
+                if row is not None:
+                    self._connector.execute(conn, schema.delete, digest)
+            if row is not None:  # decoded inside: a damaged value is not deleted
+                return codec.unpack_value(row[0], key)
+        if default:
+            return default[0]
+        raise KeyError(key)
+
+    def popitem(self) -> tuple[Any, Any]:
+        """Remove and return some ``(key, value)``; ``KeyError`` when empty."""
+        self._check_open()
+        schema, codec, _ = self._ready()
+        while True:
+            row = self._connector.fetch(schema.first)
+            if row is None:
+                raise KeyError("popitem(): archive is empty")
+            key = codec.unpack_key(row[1], row[0])
+            value = self.pop(key, _EMPTY)
+            if value is not _EMPTY:  # else another writer took it first: try the next
+                return key, value
+
+    def __asdict__(self) -> dict:
+        """All entries, read with one query."""
+        self._check_open()
+        schema, codec, _ = self._ready()
+        rows = self._connector.fetch(schema.rows, rows=True)
+        out = {}
+        for digest, kbytes, vbytes in rows:
+            key = codec.unpack_key(kbytes, digest)
+            out[key] = codec.unpack_value(vbytes, key)
+        return out
+
+    def _raw_rows(self) -> list[tuple[Any, Any, Any]]:
+        schema, _, _ = self._ready()
+        return list(self._connector.fetch(schema.rows, rows=True))
+
+    def _put_raw_rows(self, rows: list[tuple[Any, Any, Any]]) -> None:
+        schema, _, _ = self._ready()
+        values = [{"kdigest": d, "kbytes": bytes(k), "vbytes": bytes(v)} for d, k, v in rows]
+        if not values:
+            return
+        with self._connector.transaction() as conn:
+            for start in range(0, len(values), _BATCH):
+                self._upsert(conn, schema, values[start : start + _BATCH])
+
+    # --- lifecycle -----------------------------------------------------------------------
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[_SqlArchive]:
+        """All writes inside the block commit together or not at all (a database transaction).
+
+        Other threads of this process wait; on SQLite other processes' writers wait too.
+        """
+        self._check_open()
+        self._ready()
+        with self._connector.transaction():
+            yield self
+
+    def setdefault(self, key: Any, default: Any = None) -> Any:
+        """``archive[key]``, storing ``default`` first if missing (in one transaction)."""
+        with self.transaction():
+            try:
+                return self._get(key)
+            except KeyError:
+                self._set(key, default)
+                return default
+
+    def _reopen_kwds(self) -> dict[str, Any]:
+        kwds: dict[str, Any] = dict(self._config)
+        kwds.update(self._given)
+        if self._codec is not None:
+            stored = self._stored
+            kwds.update({k: stored[k] for k in ("serialized", "serializer", "codec")})
+            if stored.get("protocol") is not None:
+                kwds["protocol"] = stored["protocol"]
+        if self._hmac_key is not None:  # a key given in code travels with the pickle
+            kwds["key"] = self._hmac_key
+        kwds.update(safe=self._safe, synchronous=self._connector.synchronous)
+        return kwds
+
+    def _is_memory(self) -> bool:
+        from klepto.archives._sqlschema import is_memory
+
+        return is_memory(self._url)
+
+    def __reduce__(self) -> tuple:
+        # By reference: location and settings. An in-memory database has no location, so
+        # its rows travel instead.
+        rows = self._raw_rows() if self._is_memory() and not self._closed else None
+        return (_rebuild, (type(self), self._location(), self._reopen_kwds(), rows))
+
+    def _location(self) -> tuple:
+        from klepto.archives._sqlschema import url_text
+
+        return (url_text(self._url, hide_password=False), self._table)
+
+    def _copy_to(self, duplicate: _SqlArchive) -> _SqlArchive:
+        same = duplicate._location() == self._location() and not self._is_memory()
+        if not same:
+            duplicate._put_raw_rows(self._raw_rows())
+        return duplicate
+
+    def _drop_tables(self) -> None:
+        schema, _, _ = self._ready()
+        with self._connector.transaction() as conn:
+            conn.execute(schema.drop_data())
+            self._connector.execute(conn, schema.delete_settings, {"name": self._table})
+            if self._connector.fetch(schema.count_settings)[0] == 0:
+                conn.execute(schema.drop_settings())
+
+    def _drop_database(self) -> None:
+        from klepto.archives import _sqlengine
+
+        self.close()
+        if self._connector.backend == "sqlite":
+            if not self._is_memory():
+                _sqlengine.remove_sqlite_file(self._url.database)
+        else:
+            _sqlengine.drop_database(self._url, self._config)
+
+    def close(self) -> None:
+        """Close this process's connections; later use raises ``ArchiveClosedError``."""
+        self._connector.close()
+        super().close()
+
+
+_EMPTY = object()
+
+
+def _rebuild(cls: type, location: tuple, kwds: dict[str, Any], rows: Any) -> _SqlArchive:
+    archive = cls.__new__(cls)
+    database, table = location
+    archive._setup(database, table, dict(kwds), lazy=rows is None)
+    if rows:
+        archive._put_raw_rows(rows)
+    return archive
+
+
+class sqltable_archive(_SqlArchive):
+    """An archive in one SQL table (default ``memo``), one row per key.
+
+    ``database`` is a SQLAlchemy URL (default: in-memory SQLite; a value without ``/`` is a
+    SQLite file name). Keywords: ``serialized`` (False: plain values only, no pickling),
+    ``protocol``, ``serializer``, ``codec``, ``key`` (HMAC signing key), ``safe``,
+    ``synchronous`` (SQLite); any other keyword goes to ``sqlalchemy.create_engine``.
+    """
+
+    kind = "sqltable"
+
+    def __init__(self, database: Any = None, table: str | None = None, **kwds: Any) -> None:
+        self._setup(database, table or _DEFAULT_TABLE, kwds, lazy=False)
+
+    def _initial_state(self) -> dict[str, Any]:
+        return {**super()._initial_state(), "root": self._db, "id": self._table}
+
+    @property
+    def name(self) -> str:
+        return f"{self._db}?table={self._table}"
+
+    @name.setter
+    def name(self, value: Any) -> None:
+        raise ValueError("cannot set new archive")
+
+    @property
+    def state(self) -> dict[str, Any]:
+        state = {k: v for k, v in self.__state__.items() if k != "config"}
+        state.update(self.__state__["config"])
+        state.update(root=self._db, id=self._table)
+        return state
+
+    @state.setter
+    def state(self, value: Any) -> None:
+        raise ValueError("cannot set new archive")
+
+    def copy(self, name: str | None = None) -> sqltable_archive:
+        """A new archive at ``name`` (default: this one) holding a copy of every row."""
+        database, table = _sqlname(name)
+        database = database or self._location()[0]
+        duplicate = type(self)(database, table or self._table, **self._reopen_kwds())
+        return self._copy_to(duplicate)
+
+    def __drop__(self, database: bool = False) -> None:
+        """Drop the table (and, with ``database=True``, the database or SQLite file)."""
+        self._check_open()
+        self._drop_tables()
+        if database:
+            self._drop_database()
+        else:
+            self.close()
+
+    def __repr__(self) -> str:
+        contents = self.__asdict__() if not self._closed else "<closed>"
+        return f"sqltable_archive('{self.name}' {contents}, cached=False)"
+
+
+class sql_archive(_SqlArchive):
+    """A mapping over a whole database URL (kept in klepto's own table ``klepto_sql_archive``).
+
+    Same URL handling and keywords as :class:`sqltable_archive`.
+    """
+
+    kind = "sql"
+
+    def __init__(self, database: Any = None, **kwds: Any) -> None:
+        self._setup(database, _SQL_ARCHIVE_TABLE, kwds, lazy=False)
+
+    def _initial_state(self) -> dict[str, Any]:
+        return {**super()._initial_state(), "id": self._db}
+
+    @property
+    def state(self) -> dict[str, Any]:
+        state = {k: v for k, v in self.__state__.items() if k != "config"}
+        state.update(self.__state__["config"])
+        return state
+
+    @state.setter
+    def state(self, value: Any) -> None:
+        raise ValueError("cannot set new archive")
+
+    def copy(self, name: str | None = None) -> sql_archive:
+        """A new archive at database ``name`` (default: this one) holding a copy of every row."""
+        duplicate = type(self)(name or self._location()[0], **self._reopen_kwds())
+        return self._copy_to(duplicate)
+
+    def __drop__(self, database: bool = False) -> None:
+        """Drop klepto's tables; remove the database only if asked (or an emptied SQLite file)."""
+        import sqlalchemy as sa
+
+        self._check_open()
+        self._drop_tables()
+        emptied = (
+            self._connector.backend == "sqlite"
+            and not self._is_memory()
+            and not sa.inspect(self._connector.engine).get_table_names()
+        )
+        if database or emptied:
+            self._drop_database()
+        else:
+            self.close()
+
+
+def open_sqltable(name: Any = None, **kwds: Any) -> sqltable_archive:
+    """The factory's opener: split ``name`` with :func:`_sqlname`."""
+    database, table = _sqlname(name)
+    return sqltable_archive(database, table, **kwds)
+
+
+def open_sql(name: Any = None, **kwds: Any) -> sql_archive:
+    """The factory's opener: ``name`` is the database URL."""
+    return sql_archive(name, **kwds)
