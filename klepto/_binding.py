@@ -9,8 +9,12 @@ its key is ``args`` itself (``Plan.fast_arity`` tells the memoizer when).
 
 Key layout: ``(*positional parameters, *surplus varargs, *keyword-only parameters)`` and,
 when extra keywords reach a ``**kwargs`` function, ``KWDS`` followed by the sorted
-``name, value`` pairs. Ignored parameters are left out of the key entirely. Because the
-number of keyword-only parameters is fixed, the layout is unambiguous.
+``name, value`` pairs. Ignored parameters are left out of the key entirely; an ignored
+position among the surplus varargs becomes ``NULL`` (dropping it would let calls with
+different numbers of arguments share a key). Because the number of keyword-only parameters
+is fixed, the layout is unambiguous. A call that names a parameter both by position and by
+keyword is refused with Python's ``TypeError``, as calling the function would be, instead of
+being keyed like a valid call.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from klepto._canonical import Tag
+from klepto._inspect import NULL
 
 __all__ = ["KWDS", "MISSING", "Plan", "plan_call"]
 
@@ -46,7 +51,9 @@ class Plan:
         ignored: set,
         keep_surplus: bool = True,
         keep_extras: bool = True,
+        name: str = "function",
     ) -> None:
+        self.name = name
         positional = [p for p in params if p.kind in _POSITIONAL]
         self.nparams = len(positional)
         self._defaults = [MISSING if p.default is p.empty else p.default for p in positional]
@@ -55,6 +62,9 @@ class Plan:
         }
         kept = [i for i, p in enumerate(positional) if p.name not in ignored and i not in ignored]
         self._kept = None if len(kept) == self.nparams else tuple(kept)
+        self._surplus_ignored = frozenset(
+            i for i in ignored if isinstance(i, numbers.Integral) and i >= self.nparams
+        )
         kwonly = [p for p in params if p.kind is p.KEYWORD_ONLY]
         self._kwonly = {p.name: (MISSING if p.default is p.empty else p.default) for p in kwonly}
         self._kwonly_kept = tuple(p.name for p in kwonly if p.name not in ignored)
@@ -65,6 +75,7 @@ class Plan:
         self.fast_arity = self.nparams if simple else -1
         # With no named parameters at all, any keyword-free call is keyed by its args.
         self._args_only = simple and self.nparams == 0 and keep_surplus
+        self._args_only = self._args_only and not self._surplus_ignored
         self._by_keyword = _keyword_tails(positional, self._positions) if simple else {}
 
     def __call__(self, args: tuple, kwds: dict) -> tuple:
@@ -82,14 +93,16 @@ class Plan:
         return self._bind(args, kwds)
 
     def _bind(self, args: tuple, kwds: dict) -> tuple:
-        nparams = self.nparams
+        nparams, nargs = self.nparams, len(args)
         values = list(self._defaults)
-        values[: min(len(args), nparams)] = args[:nparams]
+        values[: min(nargs, nparams)] = args[:nparams]
         kwonly = dict(self._kwonly)
         extras = {}
         for name, value in kwds.items():
             index = self._positions.get(name)
             if index is not None:
+                if index < nargs:  # the call would fail: never answer it from the cache
+                    raise TypeError(f"{self.name}() got multiple values for argument {name!r}")
                 values[index] = value
             elif name in kwonly:
                 kwonly[name] = value
@@ -97,12 +110,21 @@ class Plan:
                 extras[name] = value
         key = tuple(values) if self._kept is None else tuple(values[i] for i in self._kept)
         if self._keep_surplus:
-            key += args[nparams:]
+            key += self._surplus(args)
         if self._kwonly_kept:
             key += tuple(kwonly[name] for name in self._kwonly_kept)
         if extras and self._keep_extras:
             key += (KWDS, *_flatten_sorted(extras))
         return key
+
+    def _surplus(self, args: tuple) -> tuple:
+        surplus = args[self.nparams :]
+        ignored = self._surplus_ignored
+        if not ignored:
+            return surplus
+        return tuple(
+            NULL if index in ignored else value for index, value in enumerate(surplus, self.nparams)
+        )
 
     def __repr__(self) -> str:
         return f"<Plan nparams={self.nparams} fast_arity={self.fast_arity}>"
@@ -163,4 +185,5 @@ def plan_call(func: Callable, ignore: Iterable | str | int = ()) -> Plan:
             inspect.Parameter("args", inspect.Parameter.VAR_POSITIONAL),
             inspect.Parameter("kwds", inspect.Parameter.VAR_KEYWORD),
         ]
-    return Plan(params, ignored, keep_surplus, keep_extras)
+    name = getattr(func, "__qualname__", None) or getattr(func, "__name__", "function")
+    return Plan(params, ignored, keep_surplus, keep_extras, name=name)

@@ -18,6 +18,8 @@ lock; archive I/O of ``load`` runs outside it too.
 from __future__ import annotations
 
 import functools
+import inspect
+import re
 import threading
 from collections.abc import Callable, Hashable
 from typing import Any
@@ -189,19 +191,29 @@ class Memo:
         try:
             return freeze(key)
         except TypeError as exc:
-            raise TypeError(f"cannot cache {_name(self.func)}(...): {exc}") from None
+            raise _unfreezable(self.func, args, kwds, exc) from None
+
+    def _freeze(self, key: tuple, args: tuple, kwds: dict) -> tuple:
+        try:
+            return tuple(freeze_items(key))
+        except TypeError as exc:
+            raise _unfreezable(self.func, args, kwds, exc) from None
 
     def unhashable(self, key: Any, args: tuple, kwds: dict) -> Any:
         """A call whose raw key is unhashable: freeze it (or explain), then resolve."""
         if not self.freezes or type(key) is not tuple:
             return self.resolve(self._rekey(key, args, kwds), args, kwds)
+        # Ask ``hash`` rather than comparing the frozen key with the raw one: ``==`` on
+        # arguments such as numpy arrays is elementwise and has no truth value.
         try:
-            frozen = tuple(freeze_items(key))
-        except TypeError as exc:
-            raise TypeError(f"cannot cache {_name(self.func)}(...): {exc}") from None
+            hash(key)
+        except TypeError:
+            key = self._freeze(key, args, kwds)
+            unhashable = True
+        else:
+            unhashable = False  # hashable keys are their own frozen form
         # Expect the next call to be like this one (see _fast_wrapper).
-        self.expect_unhashable[0] = frozen != key
-        key = frozen
+        self.expect_unhashable[0] = unhashable
         # The hit, inlined: this path serves every call with list/dict/array arguments.
         self._acquire()
         try:
@@ -281,12 +293,33 @@ def _name(func: Callable) -> str:
     return getattr(func, "__qualname__", None) or getattr(func, "__name__", None) or repr(func)
 
 
+def _unfreezable(func: Callable, args: tuple, kwds: dict, exc: TypeError) -> TypeError:
+    """The error for a call that cannot be cached, naming the argument at fault."""
+    culprit = _culprit(func, args, kwds)
+    where = f" argument {culprit!r}:" if culprit is not None else ""
+    return TypeError(f"cannot cache {_name(func)}(...):{where} {exc}")
+
+
+def _culprit(func: Callable, args: tuple, kwds: dict) -> str | None:
+    """The name of the first argument of the call that has no hashable frozen form."""
+    try:
+        named = inspect.signature(func).bind_partial(*args, **kwds).arguments
+    except (TypeError, ValueError):  # no signature, or a call that does not bind
+        named = {**{f"#{index}": value for index, value in enumerate(args)}, **kwds}
+    for name, value in named.items():
+        try:
+            freeze(value)
+        except TypeError:
+            return name
+    return None
+
+
 def memoize(memo: Memo) -> Callable[..., Any]:
     """Build the wrapper function for ``memo`` and attach the classic attributes."""
-    if isinstance(memo, NoCacheMemo):
-        wrapper = _generic_wrapper(memo)
-    elif memo.safe:
+    if memo.safe:  # before no_cache: safe.no_cache falls back like the other safe variants
         wrapper = _safe_wrapper(memo)
+    elif isinstance(memo, NoCacheMemo):
+        wrapper = _generic_wrapper(memo)
     else:
         wrapper = _fast_wrapper(memo)
     functools.update_wrapper(wrapper, memo.func)
@@ -357,17 +390,27 @@ def _fast_wrapper(memo: Memo) -> Callable[..., Any]:
 
 
 def _safe_wrapper(memo: Memo) -> Callable[..., Any]:
-    plan, resolve, bypass = memo.plan, memo.resolve, memo.bypass
+    key_of, resolve, bypass = memo.key, memo.resolve, memo.bypass
 
     def wrapper(*args: Any, **kwds: Any) -> Any:
         try:
-            key = plan(args, kwds)
-            hash(key)
+            key = key_of(args, kwds)  # hashable (or frozen) by the time it returns
         except Exception:  # safe variants: any failure to make a key means "call uncached"
+            return bypass(args, kwds)
+        if type(key) is str and _UNFAITHFUL_TEXT.search(key) is not None:
             return bypass(args, kwds)
         return resolve(key, args, kwds)
 
     return wrapper
+
+
+# Text keys (the safe variants' ``stringmap``) are only as faithful as the arguments' reprs.
+# ``<function f at 0x7f...>`` names an address that a new object may reuse once the old one
+# is gone, and ``...`` marks a summary (numpy's for big arrays, a recursive list's) that
+# equal-looking, different arguments share. Such a call is not cached rather than answered
+# with another call's result; the rare false alarm (a str argument holding ``...``) only
+# costs the caching of that call.
+_UNFAITHFUL_TEXT = re.compile(r" at 0x[0-9a-fA-F]+>|\.\.\.")
 
 
 def _generic_wrapper(memo: Memo) -> Callable[..., Any]:

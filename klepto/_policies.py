@@ -8,7 +8,9 @@ memoizer calls, under its own lock:
   treated as a touch),
 * ``victims(keys)`` when the cache holds more than ``maxsize`` entries: the keys to evict now
   (``keys`` is the cache, for policies that choose among its current keys); the policy
-  forgets them,
+  forgets them. Keys that entered the cache behind the policy's back (a seeded cache, a bulk
+  ``load()``) are adopted first as the least recently and least often used, and keys that
+  left it are forgotten, so that new results are not the only ones ever evicted,
 * ``remove(key)`` when a key leaves the cache by other means, and ``clear()``.
 
 The rules and their exact orderings follow classic klepto (see docs/migration.rst), so that
@@ -20,7 +22,7 @@ from __future__ import annotations
 import heapq
 import random
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections.abc import Callable, Collection, Hashable, Sequence
 from typing import Any
 
 __all__ = [
@@ -55,7 +57,7 @@ class Policy:
     def remove(self, key: Hashable) -> None:
         """Forget ``key``, which left the cache."""
 
-    def victims(self, keys: Iterable[Hashable]) -> list[Hashable]:
+    def victims(self, keys: Collection[Hashable]) -> list[Hashable]:
         """Keys to evict now because the cache is over ``maxsize``."""
         return []
 
@@ -74,6 +76,19 @@ class NoPolicy(Policy):
     """``no_cache``: nothing is kept in memory, so there is nothing to track."""
 
     name = "no"
+
+
+def _adopt(order: OrderedDict, keys: Collection[Hashable]) -> None:
+    """Make ``order`` track exactly ``keys``: forget stale keys, put untracked ones first.
+
+    Runs only when the counts differ, i.e. after the cache changed behind the policy's back.
+    """
+    current = set(keys)
+    for key in [key for key in order if key not in current]:
+        del order[key]
+    for key in reversed([key for key in keys if key not in order]):
+        order[key] = None
+        order.move_to_end(key, last=False)
 
 
 class LRUPolicy(Policy):
@@ -98,7 +113,9 @@ class LRUPolicy(Policy):
     def remove(self, key: Hashable) -> None:
         self._order.pop(key, None)
 
-    def victims(self, keys: Iterable[Hashable]) -> list[Hashable]:
+    def victims(self, keys: Collection[Hashable]) -> list[Hashable]:
+        if len(self._order) != len(keys):
+            _adopt(self._order, keys)
         if not self._order:
             return []
         return [self._order.popitem(last=False)[0]]
@@ -130,8 +147,10 @@ class MRUPolicy(Policy):
     def remove(self, key: Hashable) -> None:
         self._order.pop(key, None)
 
-    def victims(self, keys: Iterable[Hashable]) -> list[Hashable]:
+    def victims(self, keys: Collection[Hashable]) -> list[Hashable]:
         order = self._order
+        if len(order) != len(keys):
+            _adopt(order, keys)
         if len(order) < 2:
             return []
         newest = order.popitem(last=True)[0]
@@ -169,8 +188,15 @@ class LFUPolicy(Policy):
     def remove(self, key: Hashable) -> None:
         self._counts.pop(key, None)
 
-    def victims(self, keys: Iterable[Hashable]) -> list[Hashable]:
+    def victims(self, keys: Collection[Hashable]) -> list[Hashable]:
         counts = self._counts
+        if len(counts) != len(keys):
+            current = set(keys)
+            adopted = {key: 0 for key in keys if key not in counts}  # never used: first to go
+            self._counts = counts = {
+                **adopted,
+                **{key: count for key, count in counts.items() if key in current},
+            }
         batch = max(2, (self.maxsize or 0) // 10)
         chosen = heapq.nsmallest(batch, counts, key=counts.__getitem__)
         for key in chosen:
@@ -216,7 +242,11 @@ class RRPolicy(Policy):
             keys[position] = last
             self._index[last] = position
 
-    def victims(self, keys: Iterable[Hashable]) -> list[Hashable]:
+    def victims(self, keys: Collection[Hashable]) -> list[Hashable]:
+        if len(self._keys) != len(keys):
+            # Draw over the whole cache, as classic klepto does (and as the stream expects).
+            self._keys[:] = keys
+            self._index = {key: position for position, key in enumerate(self._keys)}
         if not self._keys:
             return []
         choose = self.choice if self.choice is not None else random.choice
