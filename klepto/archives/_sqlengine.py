@@ -221,7 +221,8 @@ def _sqlite_setup(on_disk: bool, synchronous: str) -> Any:
 def _sqlite_begin(conn: Connection) -> None:
     # IMMEDIATE takes the write lock up front (waiting up to the busy timeout), so a
     # transaction that reads before it writes can never fail with SQLITE_BUSY mid-way.
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    # Sent to the driver directly: it is on every write's path.
+    conn.connection.dbapi_connection.execute("BEGIN IMMEDIATE")
 
 
 def _create_private_file(path: str | None) -> None:
