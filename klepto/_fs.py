@@ -120,12 +120,24 @@ class InterProcessLock:
     It is re-entrant within one thread. A child created by ``fork`` does not inherit the
     parent's hold: the first use in the child starts from a fresh, unlocked state (releasing
     the inherited handle would release the parent's lock).
+
+    With ``thread_local=False`` the hold belongs to the lock object rather than to the
+    acquiring thread, so any thread (or a finalizer run by the garbage collector) can release
+    it: use that for a lock owned by an open file object.
     """
 
-    def __init__(self, path: PathLike, *, timeout: float = -1, mode: int = FILE_MODE) -> None:
+    def __init__(
+        self,
+        path: PathLike,
+        *,
+        timeout: float = -1,
+        mode: int = FILE_MODE,
+        thread_local: bool = True,
+    ) -> None:
         self.path = str(path)
         self.timeout = timeout
         self.mode = mode
+        self.thread_local = thread_local
         self._owner_pid = -1
         self._lock: Any = None
         self._guard = threading.Lock()
@@ -136,7 +148,7 @@ class InterProcessLock:
                 import filelock
 
                 self._lock = filelock.FileLock(
-                    self.path, timeout=self.timeout, mode=self.mode, thread_local=True
+                    self.path, timeout=self.timeout, mode=self.mode, thread_local=self.thread_local
                 )
                 self._owner_pid = os.getpid()
             return self._lock
@@ -166,7 +178,17 @@ class InterProcessLock:
         self.release()
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"path": self.path, "timeout": self.timeout, "mode": self.mode}
+        return {
+            "path": self.path,
+            "timeout": self.timeout,
+            "mode": self.mode,
+            "thread_local": self.thread_local,
+        }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["path"], timeout=state["timeout"], mode=state["mode"])
+        self.__init__(
+            state["path"],
+            timeout=state["timeout"],
+            mode=state["mode"],
+            thread_local=state.get("thread_local", True),
+        )

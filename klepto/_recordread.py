@@ -1,0 +1,210 @@
+"""The read side of a record file: frames, index pages and metadata, checked and cached.
+
+Everything is read with positional reads (``os.pread``) through a ``read(offset, size)``
+function, so one reader object can serve many threads: there is no shared file position,
+and the small caches are guarded by a lock. Every frame is CRC-checked before it is
+decompressed; damage raises :class:`CorruptRecordError` with the file and offset.
+"""
+
+from __future__ import annotations
+
+import codecs
+import struct
+import threading
+import zlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from klepto import _recordformat as fmt
+from klepto._recordindex import FrameIndex
+
+Read = Callable[[int, int], bytes]
+_CACHE_FRAMES = 32
+_CACHE_PAGES = 64
+_CACHE_LIMIT = 1 << 20  # frames larger than this are not kept
+_READ_SLACK = 512
+
+
+class Frame:
+    """A decoded frame: record ``k`` is ``payload[ends[k - 1]:ends[k]]`` (``start`` for -1)."""
+
+    __slots__ = ("ends", "first", "payload", "start")
+
+    def __init__(self, first: int, payload: bytes, start: int, ends: list[int]) -> None:
+        self.first = first
+        self.payload = payload
+        self.start = start
+        self.ends = ends
+
+    def __len__(self) -> int:
+        return len(self.ends)
+
+    def record(self, k: int) -> bytes:
+        begin = self.ends[k - 1] if k else self.start
+        return self.payload[begin : self.ends[k]]
+
+    def records(self, k0: int, k1: int, encoding: str | None) -> list[Any]:
+        """Records ``k0 .. k1 - 1``, decoded with ``encoding`` unless it is ``None``."""
+        ends = self.ends
+        begin = ends[k0 - 1] if k0 else self.start
+        starts = [begin, *ends[k0 : k1 - 1]]
+        payload = self.payload
+        if encoding is None:
+            return [payload[a:b] for a, b in zip(starts, ends[k0:k1])]
+        if _is_utf8(encoding):
+            segment = payload[begin : ends[k1 - 1]]
+            if segment.isascii():
+                # ASCII is UTF-8 with one byte per character: decode once, slice by offsets.
+                text = segment.decode("ascii")
+                return [text[a - begin : b - begin] for a, b in zip(starts, ends[k0:k1])]
+        return [payload[a:b].decode(encoding) for a, b in zip(starts, ends[k0:k1])]
+
+
+_UTF8_NAMES: dict[str, bool] = {}
+
+
+def _is_utf8(encoding: str) -> bool:
+    known = _UTF8_NAMES.get(encoding)
+    if known is None:
+        known = _UTF8_NAMES[encoding] = codecs.lookup(encoding).name == "utf-8"
+    return known
+
+
+class FrameReader:
+    """Loads, checks, decodes and caches frames, index pages and metadata of one file."""
+
+    def __init__(self, path: object, header: fmt.FileHeader, read: Read) -> None:
+        self.path = path
+        self.header = header
+        self.read = read
+        self._frames: dict[int, Frame] = {}
+        self._pages: dict[int, tuple[list[int], list[int]]] = {}
+        self._codecs: dict[int, Any] = {}
+        self._lock = threading.Lock()
+
+    def clear(self) -> None:
+        with self._lock:
+            self._frames.clear()
+            self._pages.clear()
+            self._codecs.clear()
+
+    # --- blocks ---------------------------------------------------------------------------
+    def block(self, offset: int, kind: int, guess: int = 0) -> tuple[fmt.Block, bytes]:
+        """The block at ``offset`` (which must be of ``kind``) and its CRC-checked body."""
+        data = self.read(offset, fmt.BLOCK_SIZE + guess)
+        block = fmt.decode_block(data, 0, offset) if len(data) >= fmt.BLOCK_SIZE else None
+        if block is None or block.kind != kind:
+            name = fmt.KIND_NAMES[kind]
+            raise fmt.corrupt(f"damaged {name} block header", self.path, offset)
+        if block.body_len <= len(data) - fmt.BLOCK_SIZE:
+            body = data[fmt.BLOCK_SIZE : fmt.BLOCK_SIZE + block.body_len]
+        else:
+            body = data[fmt.BLOCK_SIZE :] + self.read(
+                offset + len(data), block.end - offset - len(data)
+            )
+        if len(body) != block.body_len or fmt.crc32(body) != block.body_crc:
+            name = fmt.KIND_NAMES[kind]
+            raise fmt.corrupt(f"{name} block checksum mismatch", self.path, offset)
+        return block, body
+
+    def page(self, offset: int, level: int) -> tuple[list[int], list[int]]:
+        cached = self._pages.get(offset)
+        if cached is not None:
+            return cached
+        block, body = self.block(offset, fmt.INDEX, 16 * self.header.fanout)
+        if block.b != level:
+            raise fmt.corrupt("index page at the wrong level", self.path, offset)
+        try:
+            page = fmt.decode_page(body)
+        except ValueError as exc:
+            raise fmt.corrupt(f"damaged index page ({exc})", self.path, offset) from None
+        self._remember(self._pages, offset, page, _CACHE_PAGES)
+        return page
+
+    def metadata(self, offset: int) -> bytes | None:
+        if not offset:
+            return None
+        return self.block(offset, fmt.META)[1]
+
+    # --- frames ---------------------------------------------------------------------------
+    def frame(self, offset: int, dictionary: int) -> Frame:
+        cached = self._frames.get(offset)
+        if cached is not None:
+            return cached
+        block, body = self.block(offset, fmt.FRAME, self.header.frame_size + _READ_SLACK)
+        frame = self.decode(block, body, dictionary)
+        if len(frame.payload) <= _CACHE_LIMIT:
+            self._remember(self._frames, offset, frame, _CACHE_FRAMES)
+        return frame
+
+    def decode(self, block: fmt.Block, body: bytes, dictionary: int) -> Frame:
+        flags = block.flags
+        code = (flags >> fmt.F_WIDTH_SHIFT) & 3
+        try:
+            payload = self._payload(flags, body, dictionary)
+            if (code == 0) != (block.b == 1) or code not in fmt.WIDTH_CODES:
+                raise ValueError("record count does not match the frame layout")
+            start, ends = fmt.frame_ends(payload, block.b, code)
+        except (ValueError, zlib.error, struct.error) as exc:
+            raise fmt.corrupt(f"undecodable frame ({exc})", self.path, block.offset) from None
+        return Frame(block.a, payload, start, ends)
+
+    def _payload(self, flags: int, body: bytes, dictionary: int) -> bytes:
+        if not flags & fmt.F_COMPRESSED:
+            return body
+        use_dict = bool(flags & fmt.F_DICT)
+        if use_dict and not dictionary:
+            raise ValueError("frame needs a dictionary the file does not have")
+        codec = self.codec(dictionary if use_dict else 0)
+        if flags & fmt.F_STREAMED:
+            worker = codec.stream_decompressor()
+            return worker.decompress(body) + worker.flush()
+        return codec.decompress(body, use_dict)
+
+    def codec(self, dictionary: int) -> Any:
+        codec = self._codecs.get(dictionary)
+        if codec is None:
+            zdict = self.block(dictionary, fmt.DICT)[1] if dictionary else None
+            codec = fmt.make_codec(self.header, zdict)
+            with self._lock:
+                self._codecs[dictionary] = codec
+        return codec
+
+    def _remember(self, cache: dict, key: int, value: Any, capacity: int) -> None:
+        with self._lock:
+            if len(cache) >= capacity:
+                # FIFO eviction: cheap, and with positional reads a miss costs one pread
+                cache.pop(next(iter(cache)), None)
+            cache[key] = value
+
+    # --- records --------------------------------------------------------------------------
+    def find(self, index: FrameIndex, record: int) -> tuple[int, int]:
+        try:
+            return index.find(record, self.page)
+        except (LookupError, ValueError) as exc:
+            raise fmt.corrupt(
+                f"record {record} is not in the index ({exc})", self.path, None
+            ) from None
+
+    def record(self, index: FrameIndex, dictionary: int, record: int) -> bytes:
+        first, offset = self.find(index, record)
+        frame = self.frame(offset, dictionary)
+        k = record - first
+        if not 0 <= k < len(frame.ends) or frame.first != first:
+            raise fmt.corrupt(f"frame does not hold record {record}", self.path, offset)
+        return frame.record(k)
+
+    def records(
+        self, index: FrameIndex, dictionary: int, start: int, stop: int, encoding: str | None
+    ) -> Iterator[Any]:
+        """Records ``start .. stop - 1`` in order, a frame at a time."""
+        i = start
+        while i < stop:
+            first, offset = self.find(index, i)
+            frame = self.frame(offset, dictionary)
+            k0 = i - first
+            k1 = min(len(frame.ends), stop - first)
+            if k0 >= k1 or frame.first != first:
+                raise fmt.corrupt(f"frame does not hold record {i}", self.path, offset)
+            yield from frame.records(k0, k1, encoding)
+            i = first + k1

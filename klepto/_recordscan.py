@@ -1,0 +1,368 @@
+"""Reading a record file's structure: walking blocks, finding the last commit, verifying.
+
+Opening a record file never replays it. The commit pointer slots name the last commit; its
+COMMIT block names the latest checkpoint (the saved rightmost path of the index); only the
+blocks between that checkpoint and the commit are walked, a bounded number. Anything the
+slots say is committed must be intact: damage there raises :class:`CorruptRecordError`.
+Blocks after the last pointed-to commit are the *tail*: a complete, fully verified commit
+found there (a writer killed between writing a commit and updating its pointer) is
+accepted; anything else is a torn tail, ignored by readers and truncated by the writer.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from klepto import _recordformat as fmt
+from klepto._recordindex import FrameIndex
+from klepto.errors import CorruptRecordError
+
+_WINDOW = 1 << 16
+_CHUNK = 1 << 20
+
+
+class InvalidRecordFile(CorruptRecordError):
+    """The file is not a record file, has an unsupported version, or lost its commit pointers."""
+
+
+def pread(fd: int, size: int, offset: int) -> bytes:
+    """Up to ``size`` bytes at ``offset`` (fewer only at the end of the file)."""
+    data = os.pread(fd, size, offset)
+    if len(data) == size or not data:
+        return data
+    parts = [data]
+    got = len(data)
+    while got < size:
+        more = os.pread(fd, size - got, offset + got)
+        if not more:
+            break
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)
+
+
+def body_crc(fd: int, block: fmt.Block) -> int:
+    """CRC of a block's body, read in chunks (bodies may be gigabytes)."""
+    crc = 0
+    pos, end = block.body_start, block.end
+    while pos < end:
+        chunk = pread(fd, min(_CHUNK, end - pos), pos)
+        if not chunk:
+            break
+        crc = fmt.crc32(chunk, crc)
+        pos += len(chunk)
+    return crc
+
+
+@dataclass
+class State:
+    """What a reader knows about the file as of one commit (or the writer, as of its last)."""
+
+    seq: int = 0
+    count: int = 0
+    end: int = fmt.DATA_START
+    last_commit: int = 0
+    checkpoint: int = 0
+    metadata: int = 0
+    dictionary: int = 0
+    timestamp_ns: int = 0
+    index: FrameIndex = field(default_factory=lambda: FrameIndex(2))
+    since_checkpoint: int = 0
+
+    def advanced(self, commit: fmt.Commit, index: FrameIndex, since: int) -> State:
+        return State(
+            commit.seq,
+            commit.record_count,
+            commit.end,
+            commit.offset,
+            commit.checkpoint,
+            commit.metadata,
+            commit.dictionary,
+            commit.timestamp_ns,
+            index,
+            since,
+        )
+
+
+@dataclass
+class Located:
+    """The result of :func:`locate`: the state, plus what lies beyond it and why."""
+
+    state: State
+    size: int
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def tail_bytes(self) -> int:
+        return max(self.size - self.state.end, 0)
+
+
+class BlockWalker:
+    """Iterates block headers from ``start`` up to ``limit``, reading in 64 KiB windows.
+
+    After iteration, ``stop`` is where it stopped and ``reason`` is ``None`` (reached
+    ``limit``), ``'incomplete'`` (the file ends inside a block) or ``'invalid'``.
+    """
+
+    def __init__(self, fd: int, start: int, limit: int) -> None:
+        self.fd = fd
+        self.pos = start
+        self.limit = limit
+        self.stop = start
+        self.reason: str | None = None
+        self._buf = b""
+        self._buf_start = start
+
+    def _view(self, offset: int, size: int) -> tuple[bytes, int]:
+        rel = offset - self._buf_start
+        if rel < 0 or rel + size > len(self._buf):
+            self._buf = pread(self.fd, max(_WINDOW, size), offset)
+            self._buf_start = offset
+            rel = 0
+        return self._buf, rel
+
+    def body(self, block: fmt.Block) -> bytes:
+        """The block's body (through the window when it fits in one)."""
+        if block.body_len > _WINDOW:
+            return pread(self.fd, block.body_len, block.body_start)
+        buf, rel = self._view(block.body_start, block.body_len)
+        return buf[rel : rel + block.body_len]
+
+    def __iter__(self) -> Iterator[fmt.Block]:
+        while self.pos < self.limit:
+            buf, rel = self._view(self.pos, fmt.BLOCK_SIZE)
+            if len(buf) - rel < fmt.BLOCK_SIZE:
+                self.reason = "incomplete"
+                break
+            block = fmt.decode_block(buf, rel, self.pos)
+            if block is None:
+                self.reason = "invalid"
+                break
+            if block.end > self.limit:
+                self.reason = "incomplete"
+                break
+            self.pos = block.end
+            yield block
+        self.stop = self.pos
+
+
+def read_block(fd: int, offset: int, limit: int) -> tuple[fmt.Block, bytes] | None:
+    """The complete block at ``offset`` with its CRC-checked body, or ``None``."""
+    if offset < fmt.DATA_START or offset + fmt.BLOCK_SIZE > limit:
+        return None
+    head = pread(fd, fmt.BLOCK_SIZE, offset)
+    if len(head) < fmt.BLOCK_SIZE:
+        return None
+    block = fmt.decode_block(head, 0, offset)
+    if block is None or block.end > limit:
+        return None
+    body = pread(fd, block.body_len, block.body_start)
+    if len(body) != block.body_len or fmt.crc32(body) != block.body_crc:
+        return None
+    return block, body
+
+
+def read_commit(fd: int, offset: int, file_id: bytes, limit: int) -> fmt.Commit | None:
+    found = read_block(fd, offset, limit)
+    if found is None:
+        return None
+    return fmt.decode_commit(found[0], found[1], file_id)
+
+
+def read_slots(head: bytes) -> list[fmt.Slot]:
+    """The valid commit pointers in the first page of a file, newest first."""
+    slots = [fmt.decode_slot(head[off : off + 64]) for off in fmt.SLOT_OFFSETS]
+    return sorted((s for s in slots if s is not None), key=lambda s: s.seq, reverse=True)
+
+
+def locate(
+    fd: int,
+    path: object,
+    header: fmt.FileHeader,
+    head: bytes,
+    known: State | None = None,
+    *,
+    extend: bool = True,
+) -> Located:
+    """Find the last valid commit and the index state as of it (see the module docstring).
+
+    ``extend=False`` trusts the commit pointers alone: every commit acknowledged to a live
+    writer's caller has its pointer written, so a refreshing reader need not walk the tail
+    (which, while a large transaction is being written, can be long).
+    """
+    size = os.fstat(fd).st_size
+    problems: list[str] = []
+    anchor = _anchor_commit(fd, path, header, head, size, problems)
+    anchor_seq = 0 if anchor is None else anchor.seq
+    if known is not None and known.seq >= anchor_seq:
+        state = known  # a torn pointer write can show an older commit: never go back
+    elif anchor is None:
+        state = State(index=FrameIndex(header.fanout))
+    else:
+        state = _state_at(fd, path, header, anchor, size, known)
+    if extend:
+        state = _extend_past(fd, header, state, size)
+    return Located(state, size, problems)
+
+
+def _anchor_commit(
+    fd: int, path: object, header: fmt.FileHeader, head: bytes, size: int, problems: list[str]
+) -> fmt.Commit | None:
+    """The newest commit a valid slot points to (``None``: the file has no commit yet)."""
+    slots = read_slots(head)
+    if not slots:
+        raise InvalidRecordFile(
+            "both commit pointers are damaged", path=path, offset=fmt.SLOT_OFFSETS[0]
+        )
+    for slot in slots:
+        if slot.seq == 0:
+            return None
+        commit = read_commit(fd, slot.commit_offset, header.file_id, size)
+        if commit is not None and (commit.seq, commit.record_count) == (
+            slot.seq,
+            slot.record_count,
+        ):
+            return commit
+        problems.append(
+            f"commit {slot.seq} at offset {slot.commit_offset} is missing or "
+            "damaged (torn by a crash, or corrupted)"
+        )
+    raise CorruptRecordError(
+        "no intact commit at any commit pointer", path=path, offset=slots[-1].commit_offset
+    )
+
+
+def _load_checkpoint(
+    fd: int, path: object, header: fmt.FileHeader, offset: int, limit: int
+) -> FrameIndex:
+    if offset == 0:
+        return FrameIndex(header.fanout)
+    found = read_block(fd, offset, limit)
+    if found is None or found[0].kind != fmt.CHECKPOINT:
+        raise CorruptRecordError("damaged index checkpoint", path=path, offset=offset)
+    try:
+        return FrameIndex(header.fanout, fmt.decode_checkpoint(found[1]))
+    except ValueError as exc:
+        raise CorruptRecordError(
+            f"damaged index checkpoint ({exc})", path=path, offset=offset
+        ) from None
+
+
+def _state_at(
+    fd: int,
+    path: object,
+    header: fmt.FileHeader,
+    anchor: fmt.Commit,
+    size: int,
+    known: State | None,
+) -> State:
+    """The state as of ``anchor``, from ``known`` when that is closer than the checkpoint."""
+    if known is not None and known.seq and anchor.checkpoint < known.end <= anchor.offset:
+        index, start, since = known.index.copy(), known.end, known.since_checkpoint
+    else:
+        index = _load_checkpoint(fd, path, header, anchor.checkpoint, anchor.offset)
+        start = (
+            anchor.checkpoint + _checkpoint_len(fd, anchor.checkpoint)
+            if anchor.checkpoint
+            else fmt.DATA_START
+        )
+        since = 0
+    walker = BlockWalker(fd, start, anchor.end)
+    last = None
+    for block in walker:
+        since = 0 if block.kind == fmt.CHECKPOINT else since + 1
+        _apply(index, block, path)
+        last = block
+    if walker.reason is not None or last is None or last.offset != anchor.offset:
+        raise CorruptRecordError(
+            "damaged block before the last commit", path=path, offset=walker.stop
+        )
+    return State().advanced(anchor, index, since)
+
+
+def _checkpoint_len(fd: int, offset: int) -> int:
+    block = fmt.decode_block(pread(fd, fmt.BLOCK_SIZE, offset), 0, offset)
+    assert block is not None  # _load_checkpoint has just read and checked it
+    return fmt.BLOCK_SIZE + block.body_len
+
+
+def _apply(index: FrameIndex, block: fmt.Block, path: object) -> None:
+    """Mirror what the writer did to the index when it wrote ``block``."""
+    if block.kind == fmt.FRAME:
+        try:
+            index.add(0, block.a, block.offset)
+        except ValueError:
+            raise CorruptRecordError(
+                "frames out of record order", path=path, offset=block.offset
+            ) from None
+    elif block.kind == fmt.INDEX:
+        try:
+            index.replay_page(block.b, block.a, block.offset, block.body_len // 16)
+        except ValueError as exc:
+            raise CorruptRecordError(
+                f"index page out of place ({exc})", path=path, offset=block.offset
+            ) from None
+
+
+def _extend_past(fd: int, header: fmt.FileHeader, state: State, size: int) -> State:
+    """Accept complete, fully verified commits written after the last pointed-to one."""
+    while state.end < size:
+        found = _verified_commit_after(fd, header, state, size)
+        if found is None:
+            break
+        state = found
+    return state
+
+
+def _verified_commit_after(
+    fd: int, header: fmt.FileHeader, state: State, size: int
+) -> State | None:
+    """The state after the next commit past ``state``, if that commit is whole and intact.
+
+    Headers are walked first (cheap, and all there is while a transaction is still being
+    written); bodies are read and CRC-checked only once a matching COMMIT block is found.
+    """
+    commit = _next_commit(fd, header, state, size)
+    if commit is None:
+        return None
+    index = state.index.copy()
+    since = state.since_checkpoint
+    for block in BlockWalker(fd, state.end, commit.offset):
+        if body_crc(fd, block) != block.body_crc:
+            return None
+        try:
+            _apply(index, block, None)
+        except CorruptRecordError:
+            return None
+        since = 0 if block.kind == fmt.CHECKPOINT else since + 1
+    return state.advanced(commit, index, since + 1)
+
+
+def _next_commit(fd: int, header: fmt.FileHeader, state: State, size: int) -> fmt.Commit | None:
+    """The COMMIT block closing the blocks after ``state``, if its links and chain match."""
+    walker = BlockWalker(fd, state.end, size)
+    chain = 0
+    for count, block in enumerate(walker):
+        if block.kind == fmt.COMMIT:
+            commit = fmt.decode_commit(block, walker.body(block), header.file_id)
+            ok = (
+                commit is not None
+                and commit.seq == state.seq + 1
+                and commit.start == state.end
+                and commit.prev_commit == state.last_commit
+                and commit.chain_crc == chain
+                and commit.n_blocks == count
+                and _pointers_inside(commit)
+            )
+            return commit if ok else None
+        chain = fmt.crc32(block.raw, chain)
+    return None
+
+
+def _pointers_inside(commit: fmt.Commit) -> bool:
+    return all(
+        p == 0 or fmt.DATA_START <= p < commit.offset
+        for p in (commit.checkpoint, commit.metadata, commit.dictionary)
+    )

@@ -1,0 +1,356 @@
+"""The write side of a record file: buffering records into frames and writing commits.
+
+Records wait in memory until about ``frame_size`` bytes have accumulated; then they become
+one (compressed) frame appended to a write buffer, which goes to the file in large writes.
+Nothing written before a COMMIT block is visible to anyone, so frames of an uncommitted
+transaction may reach the file early without harm. ``commit()`` appends the last partial
+frame, the metadata, sometimes an index checkpoint, and the COMMIT block, writes the buffer,
+fsyncs once in ``durable`` mode, and finally updates the commit pointer slot.
+
+One fsync is enough because the COMMIT block's CRC chain covers every block of the commit:
+after a power loss a commit whose data did not reach the disk fails verification on open
+and is dropped, and no commit is acknowledged before its fsync returned.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from klepto import _recordformat as fmt
+from klepto._recordscan import State, locate, pread
+
+FLUSH_AT = 1 << 20  # write the buffer to the file once it holds this much
+STREAM_AT = 4 << 20  # records at least this large are compressed and written in chunks
+STREAM_CHUNK = 1 << 20
+MIN_COMPRESS = 256  # smaller payloads are stored raw: compressing them costs more than it saves
+CHECKPOINT_EVERY = 256  # blocks between index checkpoints: bounds the walk on open
+_UNSET: Any = object()
+
+
+def sync(fd: int) -> None:
+    """Make the file's data (and its size) durable, with the strongest cheap call available."""
+    if sys.platform == "darwin":
+        import fcntl
+
+        fcntl.fcntl(fd, fcntl.F_FULLFSYNC)  # plain fsync on macOS does not flush the disk
+    elif hasattr(os, "fdatasync"):
+        os.fdatasync(fd)
+    else:
+        os.fsync(fd)
+
+
+def pwrite_all(fd: int, data: bytes | bytearray | memoryview, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view = view[written:]
+        offset += written
+
+
+class Writer:
+    """Uncommitted state of the one writer of a record file (not thread-safe on its own)."""
+
+    def __init__(
+        self,
+        fd: int,
+        path: object,
+        header: fmt.FileHeader,
+        state: State,
+        *,
+        durable: bool,
+        clock: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self.fd = fd
+        self.path = path
+        self.header = header
+        self.durable = durable
+        self.clock = clock
+        self.committed = state
+        self._load(state)
+
+    def _load(self, state: State) -> None:
+        self.committed = state
+        self.index = state.index.copy()
+        self.buf = bytearray()
+        self.buf_base = state.end
+        self.pending: list[bytes] = []
+        self.pending_size = 0
+        self.framed = state.count
+        self.count = state.count
+        self.chain = 0
+        self.nblocks = 0
+        self.since_cp = state.since_checkpoint
+        self.checkpoint = state.checkpoint
+        self.metadata = state.metadata
+        self.metadata_new = _UNSET
+        self.dictionary = state.dictionary
+        zdict = self._read_dictionary(state.dictionary)
+        self.codec = fmt.make_codec(self.header, zdict)
+        wants_dict = self.header.codec != 0 and self.header.dictionary_size > 0
+        self.sample: bytearray | None = bytearray() if wants_dict and zdict is None else None
+
+    def _read_dictionary(self, offset: int) -> bytes | None:
+        if not offset:
+            return None
+        from klepto._recordscan import read_block
+
+        found = read_block(self.fd, offset, self.committed.end)
+        if found is None or found[0].kind != fmt.DICT:
+            raise fmt.corrupt("damaged compression dictionary", self.path, offset)
+        return found[1]
+
+    # --- state ----------------------------------------------------------------------------
+    @property
+    def end(self) -> int:
+        """The file offset the next block will be written at."""
+        return self.buf_base + len(self.buf)
+
+    @property
+    def dirty(self) -> bool:
+        return bool(self.pending or self.nblocks or self.metadata_new is not _UNSET)
+
+    def read_at(self, offset: int, size: int) -> bytes:
+        """Bytes of the file as the writer sees them, including its unwritten buffer."""
+        if offset >= self.buf_base:
+            rel = offset - self.buf_base
+            return bytes(self.buf[rel : rel + size])
+        data = pread(self.fd, min(size, self.buf_base - offset), offset)
+        if offset + size > self.buf_base:
+            data += bytes(self.buf[: offset + size - self.buf_base])
+        return data
+
+    # --- appending ------------------------------------------------------------------------
+    def append(self, data: bytes) -> int:
+        size = len(data)
+        if size >= self.header.frame_size:
+            return self.append_large(data)
+        if self.sample is not None:
+            self._take_sample(data)
+        self.pending.append(data)
+        self.pending_size += size + 2
+        self.count += 1
+        if self.pending_size >= self.header.frame_size:
+            self.cut()
+        return self.count - 1
+
+    def _take_sample(self, data: bytes) -> None:
+        sample = self.sample
+        assert sample is not None
+        sample += data[: self.header.dictionary_size - len(sample)]
+        if len(sample) >= self.header.dictionary_size:
+            self._install_dictionary(bytes(sample))
+
+    def _install_dictionary(self, zdict: bytes) -> None:
+        """Write the preset dictionary that frames from now on are compressed with."""
+        self.sample = None
+        self.cut()  # frames already pending were sized without it; keep them dictionary-free
+        self.dictionary = self._add_block(fmt.DICT, 0, zdict, 0, 0)
+        self.codec = fmt.make_codec(self.header, zdict)
+
+    def append_large(self, data: bytes | memoryview) -> int:
+        self.cut()
+        if len(data) >= STREAM_AT:
+            return self.append_stream([data])
+        self._emit([bytes(data)])
+        self.count += 1
+        return self.count - 1
+
+    def cut(self) -> None:
+        """Turn pending records into frames of about ``frame_size`` bytes each."""
+        if not self.pending:
+            return
+        records, self.pending, self.pending_size = self.pending, [], 0
+        group: list[bytes] = []
+        size = 0
+        for record in records:
+            group.append(record)
+            size += len(record) + 2
+            if size >= self.header.frame_size:
+                self._emit(group)
+                group, size = [], 0
+        if group:
+            self._emit(group)
+
+    def _emit(self, records: list[bytes]) -> None:
+        payload, code = fmt.frame_payload(records)
+        flags = code << fmt.F_WIDTH_SHIFT
+        body = payload
+        if self.header.codec and len(payload) >= MIN_COMPRESS:
+            use_dict = self.codec.zdict is not None and len(payload) <= 4 * self.header.frame_size
+            packed = self.codec.compress(payload, use_dict)
+            if len(packed) < len(payload) - (len(payload) >> 4):
+                body = packed
+                flags |= fmt.F_COMPRESSED | (fmt.F_DICT if use_dict else 0)
+        first = self.framed
+        offset = self._add_block(fmt.FRAME, flags, body, first, len(records))
+        self.framed += len(records)
+        self._index_frame(first, offset)
+
+    def _index_frame(self, first: int, offset: int) -> None:
+        index = self.index
+        index.add(0, first, offset)
+        level = 0
+        while index.full(level):
+            firsts, offsets = index.take(level)
+            page = self._add_block(fmt.INDEX, 0, fmt.encode_page(firsts, offsets), firsts[0], level)
+            index.add(level + 1, firsts[0], page)
+            level += 1
+
+    def _add_block(self, kind: int, flags: int, body: bytes, a: int, b: int) -> int:
+        offset = self.buf_base + len(self.buf)
+        head = fmt.encode_block(kind, flags, fmt.crc32(body), len(body), a, b)
+        self.buf += head
+        self.buf += body
+        self.chain = fmt.crc32(head, self.chain)
+        self.nblocks += 1
+        self.since_cp = 0 if kind == fmt.CHECKPOINT else self.since_cp + 1
+        if len(self.buf) >= FLUSH_AT:
+            self.flush()
+        return offset
+
+    def flush(self) -> None:
+        """Write the buffer to the file (not a commit: nothing becomes visible)."""
+        if self.buf:
+            pwrite_all(self.fd, self.buf, self.buf_base)
+            self.buf_base += len(self.buf)
+            self.buf = bytearray()
+
+    # --- large records, streamed ----------------------------------------------------------
+    def append_stream(self, chunks: Iterable[bytes | memoryview]) -> int:
+        """Append one record made of ``chunks`` without holding it whole in memory."""
+        self.cut()
+        self.flush()
+        offset = self.buf_base
+        body_start = offset + fmt.BLOCK_SIZE
+        pieces = _rechunk(chunks)
+        first_piece = next(pieces, b"")
+        compressor = self._stream_compressor(first_piece)
+        pos, crc, raw_len = body_start, 0, 0
+        for piece in _prepend(first_piece, pieces):
+            raw_len += len(piece)
+            out = compressor.compress(piece) if compressor else piece
+            if out:
+                pwrite_all(self.fd, out, pos)
+                crc = fmt.crc32(out, crc)
+                pos += len(out)
+        if compressor:
+            out = compressor.flush()
+            pwrite_all(self.fd, out, pos)
+            crc = fmt.crc32(out, crc)
+            pos += len(out)
+        flags = fmt.F_COMPRESSED | fmt.F_STREAMED if compressor else 0
+        head = fmt.encode_block(fmt.FRAME, flags, crc, pos - body_start, self.framed, 1)
+        pwrite_all(self.fd, head, offset)
+        self.chain = fmt.crc32(head, self.chain)
+        self.nblocks += 1
+        self.since_cp += 1
+        self.buf_base = pos
+        first = self.framed
+        self.framed += 1
+        self.count += 1
+        self._index_frame(first, offset)
+        return first
+
+    def _stream_compressor(self, probe: bytes | memoryview) -> Any:
+        """A compressor for a streamed record, or ``None`` when its start does not compress."""
+        if not self.header.codec or not probe:
+            return None
+        probe = probe[:65536]
+        trial = self.codec.stream_compressor()
+        size = len(trial.compress(probe)) + len(trial.flush())
+        if size > len(probe) - (len(probe) >> 4):
+            return None
+        return self.codec.stream_compressor()
+
+    # --- metadata and commit --------------------------------------------------------------
+    def set_metadata(self, value: bytes | None) -> None:
+        self.metadata_new = value
+
+    def pending_metadata(self) -> Any:
+        return self.metadata_new
+
+    def commit(self) -> bool:
+        """Make everything appended since the last commit visible and permanent, or nothing.
+
+        Returns ``False`` when there was nothing to commit.
+        """
+        self.cut()
+        changed = self.metadata_new is not _UNSET and (
+            self.metadata_new is not None or self.metadata != 0
+        )
+        if self.metadata_new is not _UNSET:
+            value = self.metadata_new
+            self.metadata = 0 if value is None else self._add_block(fmt.META, 0, value, 0, 0)
+            self.metadata_new = _UNSET
+        if not self.nblocks and not changed:
+            return False
+        if self.since_cp >= CHECKPOINT_EVERY:
+            self.checkpoint = self._add_block(
+                fmt.CHECKPOINT, 0, fmt.encode_checkpoint(self.index.levels()), self.framed, 0
+            )
+        commit = self._commit_record()
+        self.buf += fmt.encode_commit(commit, self.header.file_id)
+        self.since_cp += 1
+        self.flush()
+        if self.durable:
+            sync(self.fd)
+        slot = fmt.Slot(commit.seq, commit.offset, commit.end, commit.record_count)
+        pwrite_all(self.fd, slot.encode(), fmt.SLOT_OFFSETS[commit.seq % 2])
+        self.committed = State(
+            commit.seq,
+            commit.record_count,
+            commit.end,
+            commit.offset,
+            commit.checkpoint,
+            commit.metadata,
+            commit.dictionary,
+            commit.timestamp_ns,
+            self.index,
+            self.since_cp,
+        )
+        self.chain = 0
+        self.nblocks = 0
+        return True
+
+    def _commit_record(self) -> fmt.Commit:
+        last = self.committed
+        return fmt.Commit(
+            seq=last.seq + 1,
+            offset=self.end,
+            record_count=self.framed,
+            start=last.end,
+            prev_commit=last.last_commit,
+            checkpoint=self.checkpoint,
+            metadata=self.metadata,
+            dictionary=self.dictionary,
+            timestamp_ns=self.clock(),
+            chain_crc=self.chain,
+            n_blocks=self.nblocks,
+        )
+
+    def rollback(self, head: bytes) -> None:
+        """Forget everything since the last commit, on disk and in memory."""
+        end = self.committed.end
+        self.buf = bytearray()
+        if os.fstat(self.fd).st_size > end:
+            os.ftruncate(self.fd, end)
+        located = locate(self.fd, self.path, self.header, head)
+        self._load(located.state)
+
+
+def _rechunk(chunks: Iterable[bytes | memoryview]) -> Any:
+    """Split or pass through ``chunks`` so that no piece exceeds ``STREAM_CHUNK`` bytes."""
+    for chunk in chunks:
+        view = memoryview(chunk).cast("B")
+        for start in range(0, len(view), STREAM_CHUNK):
+            yield view[start : start + STREAM_CHUNK]
+
+
+def _prepend(first: Any, rest: Any) -> Any:
+    if len(first):
+        yield first
+    yield from rest
