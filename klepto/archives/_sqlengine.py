@@ -53,6 +53,10 @@ class _ProcessState:
         self.lock = threading.RLock()
         self.writer: Connection | None = None
         self.reader: Connection | None = None
+        # Driver connections for reads, kept at hand (reads are the hot path): outside a
+        # transaction, and the writer's inside one. Reset whenever a connection may change.
+        self.raw_reader: Any = None
+        self.raw_writer: Any = None
         self.depth = 0  # nesting of open transactions (only the lock holder changes it)
 
     def release(self) -> None:
@@ -60,7 +64,7 @@ class _ProcessState:
         for conn in (self.reader, self.writer):
             if conn is not None:
                 conn.close()
-        self.reader = self.writer = None
+        self.reader = self.writer = self.raw_reader = self.raw_writer = None
         self.engine.dispose()
 
 
@@ -126,6 +130,12 @@ class Connector:
         event.listen(engine, "begin", _sqlite_begin)
         return engine
 
+    def connect(self) -> None:
+        """Open this process's read connection now (errors surface here, not later)."""
+        state = self._state()
+        with state.lock:
+            self._read_connection(state)
+
     def _writer(self, state: _ProcessState) -> Connection:
         if state.writer is None or state.writer.closed:
             state.writer = state.engine.connect()
@@ -133,7 +143,14 @@ class Connector:
 
     def _read_connection(self, state: _ProcessState) -> Any:
         """The DBAPI connection for a read: the writer's inside a transaction or on SQLite."""
-        if state.depth or self.backend == "sqlite":
+        if state.depth:
+            return state.raw_writer
+        if state.raw_reader is None:
+            state.raw_reader = self._open_reader(state)
+        return state.raw_reader
+
+    def _open_reader(self, state: _ProcessState) -> Any:
+        if self.backend == "sqlite":  # outside BEGIN, SQLite reads are autocommit
             return self._writer(state).connection.dbapi_connection
         if state.reader is None or state.reader.closed or state.reader.invalidated:
             state.reader = state.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
@@ -152,7 +169,11 @@ class Connector:
                     yield conn
                 else:
                     with _corruption_named(self), conn.begin():
+                        state.raw_writer = conn.connection.dbapi_connection
                         yield conn
+            except BaseException:
+                state.raw_reader = None  # the error may have replaced a connection
+                raise
             finally:
                 state.depth -= 1
 
@@ -163,17 +184,17 @@ class Connector:
         params = compiled.bind(values) if values is not None else ()
         return conn.exec_driver_sql(compiled.sql, params)
 
-    def fetch(self, compiled: Compiled, values: dict | None = None, *, rows: bool = False) -> Any:
-        """Run a read: the first row (or None), or all rows with ``rows=True``."""
+    def fetch(self, compiled: Compiled, params: Any = None, *, rows: bool = False) -> Any:
+        """Run a read with driver-ready ``params``: the first row (or None), or all ``rows``."""
         state = self._state()
         with state.lock:
             dbapi_conn = self._read_connection(state)
             cursor = dbapi_conn.cursor()
             try:
-                if values:
-                    cursor.execute(compiled.sql, compiled.bind(values))
-                else:
+                if params is None:
                     cursor.execute(compiled.sql)
+                else:
+                    cursor.execute(compiled.sql, params)
                 return cursor.fetchall() if rows else cursor.fetchone()
             except state.engine.dialect.loaded_dbapi.Error as exc:
                 raise self._wrap(state, exc, compiled.sql, dbapi_conn, cursor) from exc
@@ -190,6 +211,7 @@ class Connector:
                 if held is not None and held.connection.dbapi_connection is conn:
                     held.invalidate()
                     setattr(state, attribute, None)
+            state.raw_reader = state.raw_writer = None
         wrapped = sa.exc.DBAPIError.instance(sql, None, exc, dialect.loaded_dbapi.Error)
         corrupt = _corruption(self, wrapped)
         return corrupt if corrupt is not None else wrapped

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from functools import cached_property
 from typing import Any
 
 import sqlalchemy as sa
@@ -106,6 +107,10 @@ class Compiled:
             return values
         return tuple(values[name] for name in self.names)
 
+    def bind_digest(self, digest: str) -> tuple | dict[str, Any]:
+        """Parameters for a statement whose only parameter is ``kdigest`` (the hot path)."""
+        return {"kdigest": digest} if self.names is None else (digest,)
+
 
 def _blob() -> Any:
     # BLOB is 64 KiB in MySQL/MariaDB; values can be far larger.
@@ -163,83 +168,142 @@ INSERTS_IF_ABSENT: dict[str, Callable[[sa.Table], Any]] = {
 
 
 class Schema:
-    """The tables of one archive and its statements, compiled for one dialect."""
+    """The tables of one archive and its statements for one dialect.
+
+    Each statement is compiled on first use: opening an archive compiles only what the
+    first operations need (compiling costs far more than running a statement).
+    """
 
     def __init__(self, table: str, dialect: Dialect) -> None:
         self.name = check_identifier(table)
         if table.lower() == SETTINGS_TABLE:
             raise ValueError(f"{table!r} is reserved for klepto's settings")
         self.dialect = dialect
+        # Light table clauses for the statements; full Table objects only for DDL.
+        self.data = sa.table(table, *(sa.column(c) for c in ("kdigest", "kbytes", "vbytes")))
+        self.settings = sa.table(SETTINGS_TABLE, sa.column("name"), sa.column("settings"))
+
+    @cached_property
+    def _tables(self) -> tuple[sa.Table, sa.Table]:
         metadata = sa.MetaData()
-        self.data = sa.Table(
-            table,
+        data = sa.Table(
+            self.name,
             metadata,
             sa.Column("kdigest", sa.String(32), primary_key=True),
             sa.Column("kbytes", _blob(), nullable=False),
             sa.Column("vbytes", _blob(), nullable=False),
             sqlite_with_rowid=False,  # one b-tree: lookups and scans read the same pages
         )
-        self.settings = sa.Table(
+        settings = sa.Table(
             SETTINGS_TABLE,
             metadata,
             sa.Column("name", sa.String(64), primary_key=True),
             sa.Column("settings", sa.Text, nullable=False),
         )
-        self._build()
+        return data, settings
 
-    def _build(self) -> None:
-        data, digest = self.data, sa.bindparam("kdigest")
-        compile_ = self.compile
-        self.get = compile_(sa.select(data.c.vbytes).where(data.c.kdigest == digest))
-        self.contains = compile_(sa.select(data.c.kdigest).where(data.c.kdigest == digest))
-        self.keys = compile_(sa.select(data.c.kdigest, data.c.kbytes))
-        self.first = Compiled(
-            sa.select(data.c.kdigest, data.c.kbytes).limit(1), self.dialect, literal=True
-        )
-        self.rows = compile_(sa.select(data.c.kdigest, data.c.kbytes, data.c.vbytes))
-        self.count = compile_(sa.select(sa.func.count()).select_from(data))
-        self.delete = compile_(sa.delete(data).where(data.c.kdigest == digest))
-        self.clear = compile_(sa.delete(data))
-        self.pop = (
-            compile_(sa.delete(data).where(data.c.kdigest == digest).returning(data.c.vbytes))
-            if self.dialect.delete_returning
-            else None
-        )
-        upsert = UPSERTS.get(self.dialect.name)
-        self.upsert = compile_(upsert(data)) if upsert else None
-        insert_new = INSERTS_IF_ABSENT.get(self.dialect.name)
-        self.insert_new = compile_(insert_new(data)) if insert_new else None
-        self.insert = compile_(sa.insert(data))
-        self.update = compile_(
-            sa.update(data).where(data.c.kdigest == digest).values(vbytes=sa.bindparam("vbytes"))
-        )
-        self._build_settings()
+    def compile(self, statement: Any, *, literal: bool = False) -> Compiled:
+        return Compiled(statement, self.dialect, literal=literal)
 
-    def _build_settings(self) -> None:
-        settings, name = self.settings, sa.bindparam("lname")
-        self.read_settings = self.compile(
-            sa.select(settings.c.name, settings.c.settings).where(
-                sa.func.lower(settings.c.name) == name
-            )
-        )
-        self.insert_settings = self.compile(sa.insert(settings))
-        self.delete_settings = self.compile(
-            sa.delete(settings).where(settings.c.name == sa.bindparam("name"))
-        )
-        self.count_settings = self.compile(sa.select(sa.func.count()).select_from(settings))
+    def _where_digest(self, statement: Any) -> Any:
+        return statement.where(self.data.c.kdigest == sa.bindparam("kdigest"))
 
-    def compile(self, statement: Any) -> Compiled:
-        return Compiled(statement, self.dialect)
+    # --- reads -----------------------------------------------------------------------------
+    @cached_property
+    def get(self) -> Compiled:
+        return self.compile(self._where_digest(sa.select(self.data.c.vbytes)))
 
+    @cached_property
+    def contains(self) -> Compiled:
+        return self.compile(self._where_digest(sa.select(self.data.c.kdigest)))
+
+    @cached_property
+    def keys(self) -> Compiled:
+        return self.compile(sa.select(self.data.c.kdigest, self.data.c.kbytes))
+
+    @cached_property
+    def first(self) -> Compiled:
+        statement = sa.select(self.data.c.kdigest, self.data.c.kbytes).limit(1)
+        return self.compile(statement, literal=True)
+
+    @cached_property
+    def rows(self) -> Compiled:
+        data = self.data
+        return self.compile(sa.select(data.c.kdigest, data.c.kbytes, data.c.vbytes))
+
+    @cached_property
+    def count(self) -> Compiled:
+        return self.compile(sa.select(sa.func.count()).select_from(self.data))
+
+    # --- writes ----------------------------------------------------------------------------
+    @cached_property
+    def upsert(self) -> Compiled | None:
+        build = UPSERTS.get(self.dialect.name)
+        return self.compile(build(self.data)) if build else None
+
+    @cached_property
+    def insert_new(self) -> Compiled | None:
+        build = INSERTS_IF_ABSENT.get(self.dialect.name)
+        return self.compile(build(self.data)) if build else None
+
+    @cached_property
+    def insert(self) -> Compiled:
+        return self.compile(sa.insert(self.data))
+
+    @cached_property
+    def update(self) -> Compiled:
+        return self.compile(
+            self._where_digest(sa.update(self.data)).values(vbytes=sa.bindparam("vbytes"))
+        )
+
+    @cached_property
+    def delete(self) -> Compiled:
+        return self.compile(self._where_digest(sa.delete(self.data)))
+
+    @cached_property
+    def pop(self) -> Compiled | None:
+        """``DELETE ... RETURNING vbytes`` where the dialect has it (one atomic statement)."""
+        if not self.dialect.delete_returning:
+            return None
+        return self.compile(self._where_digest(sa.delete(self.data)).returning(self.data.c.vbytes))
+
+    @cached_property
+    def clear(self) -> Compiled:
+        return self.compile(sa.delete(self.data))
+
+    # --- settings --------------------------------------------------------------------------
+    @cached_property
+    def read_settings(self) -> Compiled:
+        settings = self.settings
+        statement = sa.select(settings.c.name, settings.c.settings)
+        return self.compile(
+            statement.where(sa.func.lower(settings.c.name) == sa.bindparam("lname"))
+        )
+
+    @cached_property
+    def insert_settings(self) -> Compiled:
+        return self.compile(sa.insert(self.settings))
+
+    @cached_property
+    def delete_settings(self) -> Compiled:
+        settings = self.settings
+        return self.compile(sa.delete(settings).where(settings.c.name == sa.bindparam("name")))
+
+    @cached_property
+    def count_settings(self) -> Compiled:
+        return self.compile(sa.select(sa.func.count()).select_from(self.settings))
+
+    # --- DDL -------------------------------------------------------------------------------
     def ddl(self) -> list[Any]:
         """``CREATE TABLE IF NOT EXISTS`` for the settings table and the data table."""
+        data, settings = self._tables
         return [
-            sa.schema.CreateTable(self.settings, if_not_exists=True),
-            sa.schema.CreateTable(self.data, if_not_exists=True),
+            sa.schema.CreateTable(settings, if_not_exists=True),
+            sa.schema.CreateTable(data, if_not_exists=True),
         ]
 
     def drop_data(self) -> Any:
-        return sa.schema.DropTable(self.data, if_exists=True)
+        return sa.schema.DropTable(self._tables[0], if_exists=True)
 
     def drop_settings(self) -> Any:
-        return sa.schema.DropTable(self.settings, if_exists=True)
+        return sa.schema.DropTable(self._tables[1], if_exists=True)

@@ -113,18 +113,14 @@ class _SqlArchive(Archive):
     def _open(self) -> None:
         import sqlalchemy as sa
 
-        from klepto.archives import _sqlcodec, _sqlengine, _sqlschema
+        from klepto.archives import _sqlcodec, _sqlschema
 
-        try:
-            exists = sa.inspect(self._connector.engine).has_table(_sqlschema.SETTINGS_TABLE)
-        except sa.exc.OperationalError:
-            if self._connector.backend == "sqlite":
-                raise
-            if not _sqlengine.create_database(self._url, self._config):
-                raise  # the database exists: the error was something else
-            exists = False
+        self._connect()
         schema = _sqlschema.Schema(self._table, self._connector.dialect)
-        stored = self._read_settings(schema) if exists else None
+        try:
+            stored = self._read_settings(schema)
+        except (sa.exc.OperationalError, sa.exc.ProgrammingError):
+            stored = None  # no settings table yet; creating it fails loudly if it was not that
         if stored is None:
             stored = self._create(schema)
         packer = _sqlcodec.open_packer(self.kind, stored, self._given, self._hmac_key, self._safe)
@@ -132,11 +128,28 @@ class _SqlArchive(Archive):
         self._schema, self._stored = schema, stored
         self._codec = _sqlcodec.RowCodec(packer, self._where())
 
+    def _connect(self) -> None:
+        """Connect, creating a missing server database (its name is a checked identifier)."""
+        import sqlalchemy as sa
+
+        from klepto.archives import _sqlengine
+
+        try:
+            self._connector.connect()
+        except sa.exc.OperationalError:
+            if self._connector.backend == "sqlite":
+                raise
+            if not _sqlengine.create_database(self._url, self._config):
+                raise  # the database exists: the error was something else
+            self._connector.connect()
+
     def _read_settings(self, schema: Any) -> dict[str, Any] | None:
         from klepto.archives._sqlcodec import decode_settings
 
         rows = self._connector.fetch(
-            schema.read_settings, {"lname": self._table.lower()}, rows=True
+            schema.read_settings,
+            schema.read_settings.bind({"lname": self._table.lower()}),
+            rows=True,
         )
         for name, _ in rows:
             if name != self._table:
@@ -174,14 +187,15 @@ class _SqlArchive(Archive):
     # --- backend primitives --------------------------------------------------------------
     def _get(self, key: Any) -> Any:
         schema, codec, _ = self._ready()
-        row = self._connector.fetch(schema.get, {"kdigest": codec.digest(key)})
+        row = self._connector.fetch(schema.get, schema.get.bind_digest(codec.digest(key)))
         if row is None:
             raise KeyError(key)
         return codec.unpack_value(row[0], key)
 
     def _contains(self, key: Any) -> bool:
         schema, codec, _ = self._ready()
-        return self._connector.fetch(schema.contains, {"kdigest": codec.digest(key)}) is not None
+        params = schema.contains.bind_digest(codec.digest(key))
+        return self._connector.fetch(schema.contains, params) is not None
 
     def _set(self, key: Any, value: Any) -> None:
         schema, codec, _ = self._ready()
@@ -211,7 +225,7 @@ class _SqlArchive(Archive):
         with self._connector.transaction() as conn:
             if schema.insert_new is not None:
                 return self._connector.execute(conn, schema.insert_new, row).rowcount == 1
-            if self._connector.fetch(schema.contains, {"kdigest": row["kdigest"]}):
+            if self._connector.fetch(schema.contains, schema.contains.bind_digest(row["kdigest"])):
                 return False
             self._connector.execute(conn, schema.insert, row)
             return True
@@ -249,7 +263,7 @@ class _SqlArchive(Archive):
             if schema.pop is not None:
                 row = self._connector.execute(conn, schema.pop, digest).first()
             else:
-                row = self._connector.fetch(schema.get, digest)
+                row = self._connector.fetch(schema.get, schema.get.bind(digest))
                 if row is not None:
                     self._connector.execute(conn, schema.delete, digest)
             if row is not None:  # decoded inside: a damaged value is not deleted
