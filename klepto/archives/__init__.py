@@ -6,6 +6,7 @@ and returns the raw backend (``cached=False``) or a :class:`cache` in front of i
 
 from __future__ import annotations
 
+from klepto.archives import directory as _directory
 from klepto.archives import memory as _memory
 from klepto.archives import sql as _sql
 from klepto.archives._base import Archive as archive
@@ -14,9 +15,11 @@ from klepto.archives._factory import make_factory
 
 _dict_archive = _memory.dict_archive
 _null_archive = _memory.null_archive
+_dir_archive = _directory.dir_archive
 
 dict_archive = make_factory(_dict_archive)
 null_archive = make_factory(_null_archive)
+dir_archive = make_factory(_dir_archive)
 
 _sqlname = _sql._sqlname
 _sqltable_archive = _sql.sqltable_archive
@@ -24,4 +27,11 @@ _sql_archive = _sql.sql_archive
 sqltable_archive = make_factory(_sqltable_archive, _sql.open_sqltable)
 sql_archive = make_factory(_sql_archive, _sql.open_sql)
 
-__all__ = ["cache", "dict_archive", "null_archive", "sql_archive", "sqltable_archive"]
+__all__ = [
+    "cache",
+    "dict_archive",
+    "dir_archive",
+    "null_archive",
+    "sql_archive",
+    "sqltable_archive",
+]

@@ -1,0 +1,334 @@
+"""The on-disk format of one ``dir_archive`` entry: one file holding a key and its value.
+
+Layout (integers big-endian)::
+
+    b"KDE1" | key envelope length u32 | value envelope length u64        16-byte header
+    key envelope     Packer.pack(key)
+    value envelope   Packer.pack(("v", digest, value))                     plain entry
+                     Packer.pack(("f", digest, pickle, blocks))            fast entry
+    [zero padding to a 64-byte boundary, then the raw array blocks of a fast entry,
+     each block starting on a 64-byte boundary]
+
+Both envelopes are checksummed (and HMAC-signed when the store has a key), so everything
+that decides what a read returns is verified before it is used: ``digest`` ties the value
+to the entry's file name (a file moved under another key's name is detected), and the block
+table in the value envelope carries each block's checksum. Header damage shows up as an
+envelope that fails its checks. Bytes after the last block are ignored.
+
+A *fast* entry pickles the value with every contiguous numpy array replaced by a reference
+to a raw block, so a reader can memory-map the arrays straight from the file
+(``memmode``) instead of copying them through pickle.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import io
+import os
+import pickle
+import struct
+import sys
+import zlib
+from collections.abc import Callable
+from typing import Any
+
+from klepto._canonical import stable_hash
+from klepto.archives._quickpickle import c_pickle
+from klepto.errors import CorruptArchiveError, CorruptionError, SignatureError
+from klepto.integrity import Packer
+
+__all__ = ["ALIGN", "HEADER", "MAGIC", "EntryFormat"]
+
+MAGIC = b"KDE1"
+HEADER = struct.Struct(">4sIQ")
+ALIGN = 64
+_BLOCK = "klepto.block"
+_PADDING = bytes(ALIGN)
+# np.memmap modes by classic memmode: writable shared maps would let callers change a
+# checksummed entry in place, so 'r+' and 'w+' map copy-on-write (changes stay private).
+MEMMAP_MODES = {"r": "r", "c": "c", "r+": "c", "w+": "c"}
+MIN_BLOCK = 1024  # smaller arrays stay inside the pickle unless the store is fast
+FIRST_READ = 8192  # one read covers a typical small entry whole
+
+
+def _aligned(offset: int) -> int:
+    return -(-offset // ALIGN) * ALIGN
+
+
+class EntryFormat:
+    """Encodes and decodes entries with one store's :class:`Packer` and flags."""
+
+    def __init__(self, packer: Packer, *, fast: bool = False, memmode: str | None = None) -> None:
+        self.packer = packer
+        # Raw blocks need a pickle serializer and no codec (compressed blocks cannot be mapped).
+        self.blocks = packer.codec is None and packer.serializer.executes_code
+        # fast: every array is a block (memory-mappable); else only arrays worth a block.
+        self.min_block = 1 if fast else MIN_BLOCK
+        self.memmode = memmode
+        self._check_keys = not packer.serializer.executes_code
+
+    # --- writing --------------------------------------------------------------------------
+    def encode(self, digest: str, key: Any, value: Any) -> list[Any]:
+        """The chunks of the file for ``key`` (whose ``stable_hash`` is ``digest``)."""
+        if self._check_keys:
+            self._check_key_round_trip(digest, key)
+        key_envelope = self.packer.pack(key)
+        blocks: list[memoryview] = []
+        if self.blocks:
+            protocol = self.packer.serializer.protocol
+            data = _dump_with_blocks(value, blocks, protocol, self.min_block)
+            checks = [self._block_check(view) for view in blocks]
+            table, offset = [], 0
+            for view, check in zip(blocks, checks):
+                table.append((offset, view.nbytes, check))
+                offset = _aligned(offset + view.nbytes)
+            value_envelope = self.packer.pack(("f", digest, data, table))
+        else:
+            value_envelope = self.packer.pack(("v", digest, value))
+        header = HEADER.pack(MAGIC, len(key_envelope), len(value_envelope))
+        chunks: list[Any] = [header, key_envelope, value_envelope]
+        position = HEADER.size + len(key_envelope) + len(value_envelope)
+        for view in blocks:
+            chunks.append(_PADDING[: _aligned(position) - position])
+            chunks.append(view)
+            position = _aligned(position) + view.nbytes
+        return chunks
+
+    def _check_key_round_trip(self, digest: str, key: Any) -> None:
+        serializer = self.packer.serializer
+        if stable_hash(serializer.loads(serializer.dumps(key))) != digest:
+            raise ValueError(
+                f"the {serializer.name!r} serializer cannot store the key {key!r} exactly "
+                "(it would come back as a different key); use a pickle serializer"
+            )
+
+    def _block_check(self, view: Any) -> int | str:
+        # CRC32 catches damage; a signed store needs a digest an attacker cannot forge.
+        if self.packer.key:
+            return hashlib.blake2b(view, digest_size=16).hexdigest()
+        return zlib.crc32(view)
+
+    # --- reading --------------------------------------------------------------------------
+    def read_key(self, fd: int, size: int, where: dict) -> Any:
+        """The key stored in an entry file (the value is not read)."""
+        head = _pread(fd, min(size, FIRST_READ), 0)
+        key_length, _ = self._lengths(head, size, where)
+        if HEADER.size + key_length > len(head):
+            head += _pread(fd, HEADER.size + key_length - len(head), len(head))
+        key = self._unpack(memoryview(head)[HEADER.size : HEADER.size + key_length], where)
+        if stable_hash(key) != where["digest"]:
+            raise CorruptArchiveError("entry holds a key that belongs elsewhere", **_place(where))
+        return key
+
+    def read_item(self, fd: int, size: int, where: dict) -> tuple[Any, Any]:
+        """The key and the value of an entry file."""
+        data = self._read_prefix(fd, size, where)
+        key_length, _ = self._lengths(data, size, where)
+        key = self._unpack(memoryview(data)[HEADER.size : HEADER.size + key_length], where)
+        if stable_hash(key) != where["digest"]:
+            raise CorruptArchiveError("entry holds a key that belongs elsewhere", **_place(where))
+        return key, self._value_from(data, fd, size, {**where, "key": key})
+
+    def read_value(self, fd: int, size: int, where: dict) -> Any:
+        """The value of an entry file whose expected digest is ``where['digest']``."""
+        return self._value_from(self._read_prefix(fd, size, where), fd, size, where)
+
+    def _read_prefix(self, fd: int, size: int, where: dict) -> bytes:
+        """The header and both envelopes; blocks are read (or mapped) into their arrays."""
+        data = _pread(fd, min(size, FIRST_READ), 0)
+        key_length, value_length = self._lengths(data, size, where)
+        needed = HEADER.size + key_length + value_length
+        if needed > len(data):
+            data += _pread(fd, needed - len(data), len(data))
+        return data
+
+    def _lengths(self, head: bytes | bytearray, size: int, where: dict) -> tuple[int, int]:
+        if len(head) < HEADER.size:
+            raise CorruptArchiveError("entry file truncated (no header)", **_place(where))
+        magic, key_length, value_length = HEADER.unpack_from(head)
+        if magic != MAGIC:
+            raise CorruptArchiveError("not a dir_archive entry (bad magic)", **_place(where))
+        if HEADER.size + key_length + value_length > size:
+            raise CorruptArchiveError("entry file truncated", **_place(where))
+        return key_length, value_length
+
+    def _value_from(self, data: bytes, fd: int, size: int, where: dict) -> Any:
+        key_length, value_length = self._lengths(data, size, where)
+        start = HEADER.size + key_length
+        payload = self._unpack(memoryview(data)[start : start + value_length], where)
+        if not (isinstance(payload, (tuple, list)) and len(payload) in (3, 4)):
+            raise CorruptArchiveError("malformed value envelope", **_place(where))
+        if payload[1] != where["digest"]:
+            raise CorruptArchiveError("entry holds a value of another key", **_place(where))
+        if payload[0] == "v" and len(payload) == 3:
+            return payload[2]
+        if payload[0] != "f" or len(payload) != 4:
+            raise CorruptArchiveError("unknown entry kind", **_place(where))
+        area = _aligned(start + value_length)
+        source = self._block_source(fd, size, area, payload[3], where)
+        return _load_with_blocks(payload[2], source)
+
+    def _unpack(self, envelope: memoryview, where: dict) -> Any:
+        try:
+            return self.packer.unpack(envelope, where=_place(where))
+        except (CorruptArchiveError, SignatureError):
+            raise
+        except CorruptionError as exc:
+            raise CorruptArchiveError(exc.reason, **_place(where)) from exc
+
+    def _block_source(
+        self, fd: int, size: int, area: int, table: list, where: dict
+    ) -> Callable[..., Any]:
+        def load_block(index: int, dtype: Any, shape: tuple, order: str) -> Any:
+            import numpy
+
+            offset, nbytes, check = table[index]
+            start = area + offset
+            if start + nbytes > size:
+                raise CorruptArchiveError("array block truncated", **_place(where))
+            if self.memmode is None:  # read straight into the array: one copy, writable
+                array = numpy.empty(shape, dtype, order=order)
+                raw = memoryview(array.reshape(-1, order=order).view(numpy.uint8))
+                if _preadinto(fd, raw, start) != nbytes:
+                    raise CorruptArchiveError("array block truncated", **_place(where))
+            else:
+                mode = MEMMAP_MODES[self.memmode]
+                with open(fd, "rb", buffering=0, closefd=False) as handle:
+                    array = numpy.memmap(handle, dtype, mode, start, shape, order)
+                raw = memoryview(array.reshape(-1, order=order).view(numpy.uint8))
+            if raw.nbytes != nbytes or self._block_check(raw) != check:
+                raise CorruptArchiveError("array block checksum mismatch", **_place(where))
+            return array
+
+        return load_block
+
+
+def _place(where: dict) -> dict:
+    return {"path": where.get("path"), "key": where.get("key")}
+
+
+def _pread(fd: int, count: int, offset: int) -> bytes:
+    """Up to ``count`` bytes at ``offset`` (fewer only at the end of the file)."""
+    data = os.pread(fd, count, offset)
+    while len(data) < count:
+        more = os.pread(fd, count - len(data), offset + len(data))
+        if not more:
+            break  # the file is shorter: the length checks report it as truncated
+        data += more
+    return data
+
+
+def _preadinto(fd: int, target: memoryview, offset: int) -> int:
+    """Fill ``target`` from ``offset``; the number of bytes read (short only at the end)."""
+    filled = 0
+    while filled < target.nbytes:
+        count = os.preadv(fd, [target[filled:]], offset + filled)
+        if not count:
+            break
+        filled += count
+    return filled
+
+
+# --- pickling with raw blocks ---------------------------------------------------------------
+
+
+def _dump_with_blocks(value: Any, blocks: list, protocol: int, min_block: int) -> bytes:
+    quick, slow, _ = _block_classes()
+    found: list[memoryview] = []
+    data = c_pickle(value, protocol, quick, blocks=found, min_block=min_block)
+    if data is None:  # dill's territory (lambdas, __main__ objects...)
+        found.clear()
+        out = io.BytesIO()
+        slow(out, protocol, blocks=found, min_block=min_block).dump(value)
+        data = out.getvalue()
+    blocks.extend(found)
+    return data
+
+
+def _load_with_blocks(data: bytes, load_block: Callable[..., Any]) -> Any:
+    try:
+        return _QuickBlockUnpickler(io.BytesIO(data), load_block).load()
+    except CorruptionError:
+        raise
+    except Exception:  # what only dill's unpickler resolves (see _quickpickle)
+        return _block_classes()[2](io.BytesIO(data), load_block).load()
+
+
+class _BlockMixin:
+    """Replaces contiguous numpy arrays by references to raw blocks kept beside the pickle."""
+
+    def _start_blocks(self, blocks: list[memoryview], min_block: int) -> None:
+        self._blocks = blocks
+        self._min_block = min_block
+        self._seen: dict[int, tuple] = {}
+        numpy = sys.modules.get("numpy")  # no numpy imported means no arrays to find
+        self._ndarray = numpy.ndarray if numpy is not None else None
+
+    def persistent_id(self, obj: Any) -> Any:
+        if self._ndarray is None or type(obj) is not self._ndarray:
+            return None
+        order = _block_order(obj)
+        if order is None or obj.nbytes < self._min_block:
+            return None
+        known = self._seen.get(id(obj))
+        if known is None:  # an array referenced twice is stored once
+            self._blocks.append(memoryview(obj.reshape(-1, order=order).view("u1")))
+            known = (_BLOCK, len(self._blocks) - 1, obj.dtype, obj.shape, order)
+            self._seen[id(obj)] = known
+        return known
+
+
+class _QuickBlockPickler(_BlockMixin, pickle.Pickler):
+    def __init__(self, file: io.BytesIO, protocol: int, *, blocks: list, min_block: int) -> None:
+        super().__init__(file, protocol)
+        self._start_blocks(blocks, min_block)
+
+
+class _QuickBlockUnpickler(pickle.Unpickler):
+    def __init__(self, file: io.BytesIO, load_block: Callable[..., Any]) -> None:
+        super().__init__(file)
+        self._load_block = load_block
+
+    def persistent_load(self, pid: Any) -> Any:
+        return _block_reference(pid, self._load_block)
+
+
+def _block_reference(pid: Any, load_block: Callable[..., Any]) -> Any:
+    if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == _BLOCK):
+        raise pickle.UnpicklingError(f"unknown persistent reference {pid!r}")
+    return load_block(*pid[1:])
+
+
+@functools.cache
+def _block_classes() -> tuple[type, type, type]:
+    """The block picklers (C and dill) and unpickler; built on first use (dill loads lazily)."""
+    import dill
+
+    class DillBlockPickler(_BlockMixin, dill.Pickler):
+        def __init__(
+            self, file: io.BytesIO, protocol: int, *, blocks: list, min_block: int
+        ) -> None:
+            super().__init__(file, protocol=protocol)
+            self._start_blocks(blocks, min_block)
+
+    class BlockUnpickler(dill.Unpickler):
+        """Reads what the block picklers wrote, building arrays from their blocks."""
+
+        def __init__(self, file: io.BytesIO, load_block: Callable[..., Any]) -> None:
+            super().__init__(file)
+            self._load_block = load_block
+
+        def persistent_load(self, pid: Any) -> Any:
+            return _block_reference(pid, self._load_block)
+
+    return _QuickBlockPickler, DillBlockPickler, BlockUnpickler
+
+
+def _block_order(array: Any) -> str | None:
+    """'C' or 'F' for an array stored as a raw block; None keeps it inside the pickle."""
+    if array.dtype.hasobject or array.ndim == 0 or array.nbytes == 0:
+        return None
+    if array.flags.c_contiguous:
+        return "C"
+    return "F" if array.flags.f_contiguous else None

@@ -1,0 +1,528 @@
+"""``dir_archive``: a directory with one file per key, safe for many processes at once.
+
+Layout of the root directory::
+
+    .klepto                 settings (JSON with a checksum), published once at creation
+    K_<32 hex digits>       one entry per key; the name is stable_hash(key), the file holds
+                            the original key and the value (see klepto.archives._direntry)
+    .klepto-tmp-*.tmp       a write in flight (or left by a killed writer); never a key
+
+A write serializes the entry into a fresh temporary file in the root (``mkstemp``: O_EXCL,
+mode 0o600, never following a planted symlink) and publishes it with one ``os.replace``:
+readers see the old entry or the new one, never a partial one, and the key is never absent
+in between. Writes of distinct keys touch distinct files, so writer processes need no lock
+and never lose each other's keys; a write costs the same whatever the archive's size.
+Listing scans the root once and accepts only regular files named like entries, so temporary
+files, foreign files, directories and symlinks are never keys.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import re
+import shutil
+import stat
+import tempfile
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from klepto._canonical import stable_hash
+from klepto._fs import DIR_MODE, TEMP_PREFIX, fsync_dir, is_temp_name, write_all
+from klepto.archives import _dirsettings
+from klepto.archives._base import Archive
+from klepto.archives._direntry import MEMMAP_MODES, EntryFormat
+from klepto.archives._literal import LiteralSerializer
+from klepto.archives._quickpickle import QuickDillSerializer
+from klepto.errors import SignatureError
+from klepto.integrity import KEY_ENV, Packer, resolve_key
+from klepto.serializers import get_codec
+
+__all__ = ["STALE_TEMP_SECONDS", "dir_archive"]
+
+logger = logging.getLogger("klepto.archives.directory")
+
+ENTRY_PREFIX = "K_"
+_ENTRY_NAME = re.compile(r"K_[0-9a-f]{32}\Z")
+# O_NONBLOCK: a FIFO planted at an entry's name must not hang a reader (no effect on files).
+_READ_FLAGS = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0)
+_READ_FLAGS |= getattr(os, "O_CLOEXEC", 0)
+_NO_HARDLINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS}
+#: Temporary files older than this (seconds since their last change) belong to dead writers.
+STALE_TEMP_SECONDS = 3600.0
+_IOV_MAX = 512
+_ABSENT = object()
+
+
+class dir_archive(Archive):
+    """A directory archive: one file per key under ``dirname`` (default ``'memo'``).
+
+    ``serialized=False`` stores Python literals only (``repr`` + ``ast.literal_eval``);
+    ``compression=N`` compresses values with zlib level N; ``fast=True`` stores numpy arrays
+    as raw blocks that ``memmode`` ('r', 'c', 'r+', 'w+') reads memory-mapped; ``protocol``
+    is a pickle protocol (a str selects json). ``serialized``, ``compression`` and
+    ``protocol`` default to what the archive was created with. ``key`` signs every entry
+    with HMAC-SHA256 (default ``$KLEPTO_HMAC_KEY``); ``safe=True`` refuses to unpickle
+    unsigned data; ``durable=True`` fsyncs every write. Files are created 0o600 and
+    directories 0o700, or per ``permissions``.
+    """
+
+    kind = "dir"
+
+    def __init__(
+        self,
+        dirname: str | os.PathLike | None = None,
+        serialized: bool | None = None,
+        compression: int | None = None,
+        permissions: int | None = None,
+        *,
+        memmode: str | None = None,
+        memsize: int = 100,
+        protocol: int | str | None = None,
+        fast: bool | None = None,
+        serializer: str | None = None,
+        key: bytes | str | None = None,
+        safe: bool = False,
+        durable: bool = False,
+    ) -> None:
+        if memmode is not None and memmode not in MEMMAP_MODES:
+            raise ValueError(f"memmode must be one of None, 'r', 'c', 'r+', 'w+'; not {memmode!r}")
+        root = os.path.abspath(os.fspath("memo" if dirname is None else dirname))
+        super().__init__(id=root)
+        self._root = root
+        self._prefix = os.path.join(root, ENTRY_PREFIX)
+        self._file_mode = None if permissions is None else permissions & 0o666
+        self._durable = durable
+        self._safe = safe
+        _make_root(root, permissions)
+        asked = _dirsettings.requested(serialized, compression, protocol, serializer)
+        settings, packer = self._open_settings(asked, bool(fast or memmode), key)
+        self._settings = settings
+        fast = _effective_fast(settings, fast, memmode)
+        memmode = memmode if settings["serialized"] else None
+        self._format = EntryFormat(packer, fast=fast, memmode=memmode)
+        self.__state__.update(
+            serialized=settings["serialized"],
+            compression=settings["compression"],
+            permissions=permissions,
+            memmode=memmode,
+            memsize=memsize,
+            protocol=_classic_protocol(settings),
+            fast=fast,
+        )
+
+    def _open_settings(self, asked: dict, fast: bool, key: Any) -> tuple[dict, Packer]:
+        """The archive's settings (recorded now if it is new) and the packer they call for.
+
+        Everything is validated before anything is recorded, so a failed open never leaves
+        settings behind that would bind later opens.
+        """
+        signing_key = resolve_key(key)
+        stored = _dirsettings.read(self._root)
+        settings = _dirsettings.resolve(stored, asked, fast, bool(signing_key))
+        packer = self._packer_for(settings, key, signing_key)
+        if stored is None:  # new archive: record it; a concurrent creator may have won
+            recorded = _dirsettings.publish(self._root, settings, self._file_mode, self._durable)
+            if recorded != settings:
+                settings = _dirsettings.resolve(recorded, asked, fast, bool(signing_key))
+                packer = self._packer_for(settings, key, signing_key)
+        return settings, packer
+
+    def _packer_for(self, settings: dict, key: Any, signing_key: bytes | None) -> Packer:
+        if settings["signed"] and not signing_key:
+            raise SignatureError(f"this archive is signed: pass key=... or set ${KEY_ENV}")
+        if signing_key and not settings["signed"]:
+            source = "key=..." if key is not None else f"${KEY_ENV}"
+            raise ValueError(
+                f"this archive was created unsigned; it cannot be opened with {source}"
+            )
+        return _packer(settings, signing_key, self._safe)
+
+    # --- locating entries -----------------------------------------------------------------
+    def _locate(self, key: Any) -> tuple[str, str]:
+        digest = stable_hash(key)
+        return digest, self._prefix + digest
+
+    def _open_entry(self, path: str) -> tuple[int, int] | None:
+        """An entry file's descriptor (the caller closes it) and size; None if no entry."""
+        try:
+            fd = os.open(path, _READ_FLAGS)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise
+            logger.warning("ignoring a symlink planted at entry %s", path)
+            return None
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            os.close(fd)
+            logger.warning("ignoring a non-file planted at entry %s", path)
+            return None
+        return fd, info.st_size
+
+    def _entry_names(self) -> list[str]:
+        """Names of the entries now in the root (one scan; temps and foreign files skipped)."""
+        with os.scandir(self._root) as scan:
+            return [
+                entry.name
+                for entry in scan
+                if _ENTRY_NAME.match(entry.name) and entry.is_file(follow_symlinks=False)
+            ]
+
+    # --- backend primitives ---------------------------------------------------------------
+    def _get(self, key: Any) -> Any:
+        digest, path = self._locate(key)
+        value = self._read(path, {"path": path, "key": key, "digest": digest}, item=False)
+        if value is _ABSENT:
+            raise KeyError(key)
+        return value
+
+    def _read(self, path: str, where: dict, item: bool) -> Any:
+        opened = self._open_entry(path)
+        if opened is None:
+            return _ABSENT
+        fd, size = opened
+        try:
+            if item:
+                return self._format.read_item(fd, size, where)
+            return self._format.read_value(fd, size, where)
+        finally:
+            os.close(fd)
+
+    def _set(self, key: Any, value: Any) -> None:
+        digest, path = self._locate(key)
+        self._publish(path, self._format.encode(digest, key, value))
+
+    def _delete(self, key: Any) -> None:
+        _, path = self._locate(key)
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            raise KeyError(key) from None
+        if self._durable:
+            fsync_dir(self._root)
+
+    def _contains(self, key: Any) -> bool:
+        _, path = self._locate(key)
+        try:
+            return stat.S_ISREG(os.lstat(path).st_mode)
+        except FileNotFoundError:
+            return False
+
+    def _keys(self) -> Iterator[Any]:
+        for name in self._entry_names():
+            path = os.path.join(self._root, name)
+            opened = self._open_entry(path)
+            if opened is None:
+                continue  # deleted since the scan
+            fd, size = opened
+            try:
+                key = self._format.read_key(fd, size, {"path": path, "digest": name[2:]})
+            finally:
+                os.close(fd)
+            yield key
+
+    def _len(self) -> int:
+        return len(self._entry_names())
+
+    def _clear(self) -> None:
+        for name in self._entry_names():
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(self._root, name))
+        self.remove_stale_temps()
+        if self._durable:
+            fsync_dir(self._root)
+
+    # --- writing --------------------------------------------------------------------------
+    def _publish(self, path: str, chunks: list[Any], exclusive: bool = False) -> bool:
+        """Write ``chunks`` to a temp file and move it to ``path`` (only if absent, if
+        ``exclusive``); True if published. On any error the temp file is removed."""
+        fd, temp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".tmp", dir=self._root)
+        try:
+            try:
+                _write_chunks(fd, chunks)
+                if self._file_mode is not None:
+                    os.fchmod(fd, self._file_mode)
+                if self._durable:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            published = _move_if_absent(temp, path) if exclusive else _replace(temp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp)
+            raise
+        if self._durable and published:
+            fsync_dir(self._root)
+        return published
+
+    def _claim(self, path: str) -> str | None:
+        """Atomically take the entry at ``path`` away (rename); its new path, or None."""
+        claim = os.path.join(self._root, f"{TEMP_PREFIX}claim-{os.urandom(8).hex()}.tmp")
+        try:
+            os.rename(path, claim)
+        except FileNotFoundError:
+            return None
+        return claim
+
+    def _restore(self, claim: str, path: str) -> None:
+        """Put a claimed entry back, unless the key was written again meanwhile."""
+        _move_if_absent(claim, path)
+
+    # --- atomic mapping operations (one winner across processes) ---------------------------
+    def pop(self, key: Any, *default: Any) -> Any:
+        """Remove ``key`` and return its value (or ``default``); atomic across processes."""
+        self._check_open()
+        if len(default) > 1:
+            raise TypeError(f"pop expected at most 2 arguments, got {1 + len(default)}")
+        digest, path = self._locate(key)
+        claim = self._claim(path)
+        value = _ABSENT
+        if claim is not None:
+            value = self._read_claim(claim, path, {"path": path, "key": key, "digest": digest})
+        if value is not _ABSENT:
+            return value
+        if default:
+            return default[0]
+        raise KeyError(key)
+
+    def _read_claim(self, claim: str, path: str, where: dict, item: bool = False) -> Any:
+        try:
+            value = self._read(claim, where, item)
+        except BaseException:
+            self._restore(claim, path)
+            raise
+        if value is _ABSENT:  # not a regular file: put back whatever was planted there
+            self._restore(claim, path)
+        else:
+            os.unlink(claim)
+        return value
+
+    def popitem(self) -> tuple[Any, Any]:
+        """Remove and return some ``(key, value)``; atomic across processes."""
+        self._check_open()
+        for name in self._entry_names():
+            path = os.path.join(self._root, name)
+            claim = self._claim(path)
+            if claim is None:
+                continue
+            item = self._read_claim(claim, path, {"path": path, "digest": name[2:]}, item=True)
+            if item is not _ABSENT:
+                return item
+        raise KeyError("popitem(): archive is empty")
+
+    def setdefault(self, key: Any, default: Any = None) -> Any:
+        """``self[key]``, storing ``default`` first if absent; one winner across processes."""
+        self._check_open()
+        digest, path = self._locate(key)
+        chunks = None
+        while True:
+            value = self._read(path, {"path": path, "key": key, "digest": digest}, item=False)
+            if value is not _ABSENT:
+                return value
+            chunks = chunks or self._format.encode(digest, key, default)
+            if self._publish(path, chunks, exclusive=True):
+                return default
+
+    def __asdict__(self) -> dict:
+        """A plain dict of the contents (each entry read once)."""
+        self._check_open()
+        contents = {}
+        for name in self._entry_names():
+            path = os.path.join(self._root, name)
+            item = self._read(path, {"path": path, "digest": name[2:]}, item=True)
+            if item is not _ABSENT:
+                contents[item[0]] = item[1]
+        return contents
+
+    # --- maintenance ----------------------------------------------------------------------
+    def remove_stale_temps(self, max_age: float = STALE_TEMP_SECONDS) -> int:
+        """Delete temporary files of writers dead for ``max_age`` seconds; return the count.
+
+        A live writer's temporary file changes within milliseconds, so an old one was left
+        by a killed process. ``clear()`` calls this; call it after crashes to reclaim space.
+        """
+        removed, now = 0, time.time()
+        with os.scandir(self._root) as scan:
+            for entry in scan:
+                if not is_temp_name(entry.name):
+                    continue
+                with contextlib.suppress(FileNotFoundError):
+                    info = entry.stat(follow_symlinks=False)
+                    if now - max(info.st_ctime, info.st_mtime) >= max_age:
+                        os.unlink(entry.path)
+                        removed += 1
+        if removed:
+            logger.info("removed %d stale temporary file(s) from %s", removed, self._root)
+        return removed
+
+    def __drop__(self) -> None:
+        """Delete every entry, the settings and the root directory itself.
+
+        Files klepto did not write are left alone: then the root stays and ``OSError``
+        says what is in the way.
+        """
+        self._check_open()
+        self._clear()
+        self.remove_stale_temps(max_age=0)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(self._root, _dirsettings.SETTINGS_NAME))
+        try:
+            os.rmdir(self._root)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+            foreign = sorted(os.listdir(self._root))[:5]
+            raise OSError(
+                exc.errno, f"dropped the archive's files but not foreign ones: {foreign}"
+            ) from exc
+
+    # --- identity, copies, pickling -------------------------------------------------------
+    @property
+    def name(self) -> str:
+        """The root directory's base name (``__state__['id']`` is its absolute path)."""
+        return os.path.basename(self._root)
+
+    @name.setter
+    def name(self, value: Any) -> None:
+        raise ValueError("cannot set new archive")
+
+    def settings(self) -> dict[str, Any]:
+        """The settings recorded in the archive (kind, format, serializer, codec, ...)."""
+        return dict(self._settings)
+
+    def _options(self) -> dict[str, Any]:
+        state = self.__state__
+        options = {k: state[k] for k in ("serialized", "compression", "permissions", "memmode")}
+        options.update(memsize=state["memsize"], fast=state["fast"], safe=self._safe)
+        options.update(serializer=self._settings["serializer"], durable=self._durable)
+        if self._settings["serializer"] in ("dill", "pickle"):
+            options["protocol"] = self._settings["protocol"]
+        return options
+
+    def copy(self, name: str | os.PathLike | None = None) -> dir_archive:
+        """A second archive object: on the same root, or on a copy of it made at ``name``."""
+        self._check_open()
+        if name is None:
+            return _reopen(type(self), self._root, self._options())
+        target = os.path.abspath(os.fspath(name))
+        shutil.copytree(self._root, target, symlinks=True, ignore=_ignore_temps)
+        return _reopen(type(self), target, self._options())
+
+    def __reduce__(self) -> tuple:
+        # Location and settings only, never contents; an HMAC key never travels in a pickle
+        # (the reopened archive takes it from $KLEPTO_HMAC_KEY).
+        return (_reopen, (type(self), self._root, self._options()))
+
+    # --- classic helpers ------------------------------------------------------------------
+    def _fname(self, key: Any) -> str:
+        """The entry's file name for ``key`` (``K_`` + its stable hash)."""
+        return ENTRY_PREFIX + stable_hash(key)
+
+    def _getdir(self, key: Any) -> str:
+        """The path of ``key``'s entry (a file here; a directory in classic klepto)."""
+        return self._locate(key)[1]
+
+    def _mkdir(self, key: Any) -> str:
+        """Make sure ``key``'s entry can be written (its directory exists); its path."""
+        _make_root(self._root, self.__state__["permissions"])
+        return self._getdir(key)
+
+    def _rmdir(self, key: Any) -> None:
+        """Remove ``key``'s entry if there is one."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._getdir(key))
+
+    def _lsdir(self) -> list[str]:
+        """The entry file names in the root."""
+        return self._entry_names()
+
+    def _lookup(self, key: Any) -> Any:
+        return self[key]
+
+    def _store(self, key: Any, value: Any) -> None:
+        self[key] = value
+
+
+def _reopen(cls: type, root: str, options: dict[str, Any]) -> dir_archive:
+    return cls(root, **options)
+
+
+def _make_root(root: str, permissions: int | None) -> None:
+    if os.path.isdir(root):
+        return
+    os.makedirs(root, mode=DIR_MODE if permissions is None else permissions, exist_ok=True)
+    if permissions is not None:
+        os.chmod(root, permissions)  # exactly as asked, whatever the umask
+
+
+def _packer(settings: dict[str, Any], key: bytes | None, safe: bool) -> Packer:
+    serializer: Any = settings["serializer"]
+    if serializer == "literal":
+        serializer = LiteralSerializer()
+    elif serializer == "dill":
+        serializer = QuickDillSerializer(settings["protocol"])
+    level = settings["compression"]
+    codec = get_codec("zlib", level=level) if level else None
+    return Packer(serializer, codec, key=key, safe=safe, protocol=settings["protocol"])
+
+
+def _effective_fast(settings: dict[str, Any], fast: bool | None, memmode: str | None) -> bool:
+    """Classic normalisation: literals are never fast; compression or a memmode force it."""
+    if not settings["serialized"]:
+        return False
+    chosen = settings["fast"] if fast is None else bool(fast)
+    return chosen or bool(settings["compression"]) or memmode is not None
+
+
+def _classic_protocol(settings: dict[str, Any]) -> int | str | None:
+    if settings["serializer"] in ("json", "safe"):
+        return settings["serializer"]
+    return settings["protocol"]
+
+
+def _write_chunks(fd: int, chunks: list[Any]) -> None:
+    """Write every chunk, in as few system calls as the kernel allows."""
+    for start in range(0, len(chunks), _IOV_MAX):
+        group = chunks[start : start + _IOV_MAX]
+        written = os.writev(fd, group)
+        total = sum(memoryview(chunk).nbytes for chunk in group)
+        if written < total:  # a short write (large values): finish chunk by chunk
+            for chunk in group:
+                view = memoryview(chunk).cast("B")
+                skip = min(written, view.nbytes)
+                written -= skip
+                write_all(fd, view[skip:])
+
+
+def _replace(temp: str, path: str) -> bool:
+    os.replace(temp, path)
+    return True
+
+
+def _move_if_absent(source: str, target: str) -> bool:
+    """Move ``source`` to ``target`` unless ``target`` exists (then delete ``source``)."""
+    try:
+        os.link(source, target)
+    except FileExistsError:
+        published = False
+    except OSError as exc:
+        if exc.errno not in _NO_HARDLINKS:
+            raise
+        if os.path.lexists(target):
+            published = False
+        else:
+            os.rename(source, target)  # no hard links on this file system: a tiny race remains
+            return True
+    else:
+        published = True
+    os.unlink(source)
+    return published
+
+
+def _ignore_temps(directory: str, names: list[str]) -> set[str]:
+    return {name for name in names if is_temp_name(name)}

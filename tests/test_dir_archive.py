@@ -1,0 +1,530 @@
+"""dir_archive: classic semantics (spec 7.7), the deliberate fixes, and hostile input.
+
+Crash and concurrency tests with real processes live in tests/faults/test_dir_faults.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import stat
+import threading
+
+import dill
+import pytest
+
+from klepto import archives
+from klepto.archives import cache, dir_archive
+from klepto.errors import CorruptArchiveError, SignatureError, UnsafeDataError
+from klepto.integrity import KEY_ENV
+
+np = pytest.importorskip("numpy")
+
+CLASSIC_STATE = {"fast", "serialized", "compression", "permissions", "memmode", "memsize"}
+FLAGS = [{}, {"fast": True}, {"compression": 3}, {"memmode": "r+"}, {"serialized": False}]
+
+
+def same(a, b):
+    """Equality that also works for numpy arrays (and checks their dtype and shape)."""
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return (
+            isinstance(a, np.ndarray)
+            and isinstance(b, np.ndarray)
+            and a.dtype == b.dtype
+            and a.shape == b.shape
+            and np.array_equal(a, b)
+        )
+    return type(a) is type(b) and a == b
+
+
+# --- construction and classic state ---------------------------------------------------------
+
+
+def test_default_root_is_memo_in_cwd(in_tmpdir):
+    d = dir_archive(cached=False)
+    assert (in_tmpdir / "memo").is_dir()
+    assert d.name == "memo"
+    assert d.state["id"] == str(in_tmpdir / "memo")
+    assert set(d.state) == CLASSIC_STATE | {"protocol", "id"}
+    assert d.state["serialized"] is True and d.state["compression"] == 0
+    assert d.state["fast"] is False and d.state["memsize"] == 100
+
+
+def test_state_normalisation(tmp_path):
+    backend = archives._dir_archive  # the classic positional signature is the backend's
+    literal = backend(str(tmp_path / "a"), False, 3, None, memmode="r", fast=True)
+    assert (literal.state["compression"], literal.state["memmode"]) == (0, None)
+    assert literal.state["fast"] is False
+    assert dir_archive(str(tmp_path / "b"), compression=2, cached=False).state["fast"] is True
+    assert dir_archive(str(tmp_path / "c"), memmode="c", cached=False).state["fast"] is True
+    with pytest.raises(ValueError):
+        dir_archive(str(tmp_path / "d"), memmode="x", cached=False)
+
+
+def test_repr_and_name(tmp_path):
+    d = dir_archive(str(tmp_path / "foo"), cached=False)
+    d["a"] = 1
+    assert repr(d) == "dir_archive('foo', {'a': 1}, cached=False)"
+    front = dir_archive(str(tmp_path / "foo"), {"b": 2})
+    assert repr(front) == "dir_archive('foo', {'b': 2}, cached=True)"
+    for attribute in ("name", "state", "archive"):
+        with pytest.raises(ValueError):
+            setattr(d, attribute, "x")
+    d._fast = True  # arbitrary attributes are allowed (classic tests set them)
+    assert d._fast is True
+
+
+def test_factory_and_cache_front(tmp_path):
+    root = str(tmp_path / "front")
+    front = dir_archive(root, {"a": 1})
+    assert isinstance(front, cache) and isinstance(front, dir_archive)
+    assert isinstance(front.archive, archives._dir_archive)
+    assert len(front.archive) == 0  # the seed dict goes into memory only
+    front.dump()
+    assert dir_archive(root, cached=False)["a"] == 1
+    assert front.__type__ is dir_archive
+
+
+# --- spec 7.7 test_readwrite MUSTs ----------------------------------------------------------
+
+
+def test_helpers_and_basic_round_trip(in_tmpdir):
+    d = dir_archive("foo", cached=False)
+    key = "1234TESTMETESTMETESTME1234"
+    assert d._getdir(key) == d._mkdir(key)
+    assert d._mkdir(key) == d._mkdir(key)
+    assert key not in d  # the helper prepares a location, it stores nothing
+    d[key] = [1, 2, 3, 4, 5]
+    assert d[key] == [1, 2, 3, 4, 5]
+    assert os.path.isfile(d._getdir(key))
+    d._rmdir(key)
+    d._rmdir(key)  # a second removal is ignored
+    assert key not in d
+    assert d._fname(key) == os.path.basename(d._getdir(key))
+
+
+@pytest.mark.parametrize("flags", FLAGS, ids=lambda f: ",".join(f"{k}={v}" for k, v in f.items()))
+def test_readwrite_values(in_tmpdir, flags):
+    d = dir_archive(cached=False, **flags)
+    square = lambda x: x * x
+    values = {"one": 1, "string": "1", "none": None}
+    if flags.get("serialized", True):
+        values |= {"min": min, "inf": np.inf, "ptp": np.ptp, "array": np.arange(12.0)}
+        values["struct"] = np.array([(1, 2.5)], dtype=[("x", "i4"), ("y", "f8")])
+        values["fortran"] = np.asfortranarray(np.arange(6).reshape(2, 3))
+        d["square"] = square
+        assert d["square"](4) == 16
+    for key, value in values.items():
+        d[key] = value
+    for key, value in values.items():
+        assert same(d[key], value) or (key in ("min", "ptp") and d[key] == value), key
+    reopened = dir_archive(cached=False)
+    assert {k for k in reopened} >= set(values)
+    assert same(reopened["array" if "array" in values else "one"], values.get("array", 1))
+
+
+def test_literal_mode_refuses_code(tmp_path):
+    d = dir_archive(str(tmp_path / "lit"), serialized=False, cached=False)
+    for bad in (min, lambda x: x, object(), float("nan")):
+        with pytest.raises(ValueError, match="literals only"):
+            d["bad"] = bad
+    assert "bad" not in d and len(d) == 0
+    d[(1, "a")] = {"x": [1, 2.5, None, b"z", {1, 2}], "y": (True, -0.0, 3j)}
+    assert d[(1, "a")] == {"x": [1, 2.5, None, b"z", {1, 2}], "y": (True, -0.0, 3j)}
+    with pytest.raises(ValueError):
+        d[min] = 1  # keys are literals too
+
+
+# --- fixed classic quirks -------------------------------------------------------------------
+
+
+def test_keys_stay_distinct(tmp_path):
+    d = dir_archive(str(tmp_path / "k"), cached=False)
+    keys = [1, "1", "a-b", "a_b", "A", "a", "\u00e9", "e\u0301", (1, 2), "(1, 2)", b"1"]
+    for i, key in enumerate(keys):
+        d[key] = i
+    assert len(d) == len(keys)
+    for i, key in enumerate(keys):
+        assert d[key] == i
+    assert sorted(map(repr, d)) == sorted(map(repr, keys))
+
+
+def test_missing_keys(tmp_path):
+    d = dir_archive(str(tmp_path / "m"), cached=False)
+    with pytest.raises(KeyError):
+        del d["nope"]
+    with pytest.raises(KeyError):
+        d["nope"]
+    assert d.get("nope") is None and d.get("nope", 3) == 3
+    assert d.pop("nope", "dflt") == "dflt"
+    with pytest.raises(KeyError):
+        d.pop("nope")
+    with pytest.raises(KeyError):
+        d.popitem()
+
+
+def test_setdefault_pop_popitem(tmp_path):
+    d = dir_archive(str(tmp_path / "s"), cached=False)
+    assert d.setdefault("a", 1) == 1
+    assert d.setdefault("a", 2) == 1  # classic quirk (always stores) fixed
+    assert d["a"] == 1
+    d["b"] = 2
+    assert d.pop("b") == 2 and "b" not in d
+    assert d.popitem() == ("a", 1)
+    assert len(d) == 0 and os.listdir(d.state["id"]) == [".klepto"]
+
+
+def test_get_swallows_only_key_errors(tmp_path):
+    d = dir_archive(str(tmp_path / "g"), cached=False)
+    d["k"] = "value"
+    with open(d._getdir("k"), "r+b") as handle:
+        handle.truncate(10)
+    with pytest.raises(CorruptArchiveError) as caught:
+        d.get("k")
+    assert d._getdir("k") in str(caught.value) and "'k'" in str(caught.value)
+
+
+def test_clear_update_and_equality(tmp_path):
+    d = dir_archive(str(tmp_path / "u"), cached=False)
+    d.update({"a": 1}, b=2)
+    d.update(dir_archive(str(tmp_path / "v"), {"c": 3}, cached=False))
+    assert d == {"a": 1, "b": 2, "c": 3}
+    assert d != {"a": 1}
+    (tmp_path / "u" / "notes.txt").write_text("mine")
+    d.clear()
+    assert len(d) == 0 and (tmp_path / "u" / "notes.txt").exists()
+
+
+def test_copy_and_drop(tmp_path):
+    d = dir_archive(str(tmp_path / "orig"), compression=4, cached=False)
+    d.update(a=1, b=[2])
+    same_root = d.copy()
+    assert same_root.state == d.state and same_root == d
+    duplicate = d.copy(str(tmp_path / "dup"))
+    assert duplicate.name == "dup" and duplicate.state["compression"] == 4
+    assert duplicate == {"a": 1, "b": [2]}
+    duplicate["c"] = 3
+    assert "c" not in d
+    duplicate.__drop__()
+    assert not (tmp_path / "dup").exists()
+    (tmp_path / "orig" / "mine.txt").write_text("keep me")
+    with pytest.raises(OSError, match=r"mine\.txt"):
+        d.__drop__()
+    assert (tmp_path / "orig" / "mine.txt").read_text() == "keep me"
+    assert len(dir_archive(str(tmp_path / "orig"), cached=False)) == 0
+
+
+def test_pickles_by_reference(tmp_path):
+    d = dir_archive(str(tmp_path / "p"), compression=2, memmode="r", cached=False)
+    d["a"] = 1
+    for module in (pickle, dill):
+        clone = module.loads(module.dumps(d))
+        assert clone.state == d.state and clone["a"] == 1
+    assert b"'a'" not in pickle.dumps(d) and len(pickle.dumps(d)) < 1000
+
+
+def test_threads_write_distinct_keys(tmp_path):
+    d = dir_archive(str(tmp_path / "t"), cached=False)
+
+    def write(thread):
+        for i in range(50):
+            d[(thread, i)] = i
+
+    threads = [threading.Thread(target=write, args=(t,)) for t in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(d) == 200 and d[(3, 49)] == 49
+
+
+def test_no_directory_listing_per_operation(tmp_path, monkeypatch):
+    d = dir_archive(str(tmp_path / "n"), cached=False)
+    d["warm"] = 0
+
+    def refuse(*args, **kwds):
+        raise AssertionError("a single-key operation listed the directory")
+
+    monkeypatch.setattr(os, "scandir", refuse)
+    monkeypatch.setattr(os, "listdir", refuse)
+    d["a"] = 1
+    assert d["a"] == 1 and "a" in d and d.setdefault("b", 2) == 2
+    assert d.pop("a") == 1
+    del d["b"]
+
+
+# --- settings recorded in the archive -------------------------------------------------------
+
+
+def test_settings_are_honoured_on_reopen(tmp_path):
+    root = str(tmp_path / "st")
+    dir_archive(root, compression=5, protocol=3, cached=False)["a"] = 1
+    again = dir_archive(root, cached=False)
+    assert again.state["compression"] == 5 and again.state["fast"] is True
+    assert again.settings()["protocol"] == 3 and again["a"] == 1
+    for conflict in (
+        {"compression": 1},
+        {"serialized": False},
+        {"protocol": 2},
+        {"protocol": "json"},
+    ):
+        with pytest.raises(ValueError):
+            dir_archive(root, cached=False, **conflict)
+    assert dir_archive(root, compression=5, cached=False)["a"] == 1
+
+
+def test_settings_file_damage_is_detected(tmp_path):
+    root = tmp_path / "sd"
+    dir_archive(str(root), cached=False)["a"] = 1
+    text = (root / ".klepto").read_text()
+    (root / ".klepto").write_text(text.replace('"dill"', '"json"'))
+    with pytest.raises(CorruptArchiveError, match="checksum"):
+        dir_archive(str(root), cached=False)
+    (root / ".klepto").write_text(text[:10])
+    with pytest.raises(CorruptArchiveError):
+        dir_archive(str(root), cached=False)
+
+
+def test_json_protocol(tmp_path):
+    d = dir_archive(str(tmp_path / "j"), protocol="json", cached=False)
+    assert d.state["protocol"] == "json"
+    d["a"] = {"x": [1, 2]}
+    d[1] = "one"
+    assert d["a"] == {"x": [1, 2]} and d[1] == "one"
+    with pytest.raises(ValueError, match="cannot store the key"):
+        d[(1, 2)] = 3
+    assert (1, 2) not in d and len(d) == 2
+
+
+def test_signed_and_safe_modes(tmp_path, monkeypatch):
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    root = str(tmp_path / "sig")
+    with pytest.raises(UnsafeDataError):
+        dir_archive(root, safe=True, cached=False)
+    d = dir_archive(root, key="s3cret", safe=True, cached=False)
+    d["f"] = lambda x: x + 1
+    assert d["f"](1) == 2
+    assert b"s3cret" not in pickle.dumps(d)
+    with pytest.raises(SignatureError):
+        dir_archive(root, cached=False)
+    with pytest.raises(SignatureError):
+        dir_archive(root, key="wrong", cached=False)["f"]
+    plain = str(tmp_path / "plain")
+    dir_archive(plain, cached=False)
+    with pytest.raises(ValueError, match="unsigned"):
+        dir_archive(plain, key="s3cret", cached=False)
+    safe_json = dir_archive(str(tmp_path / "sj"), protocol="json", safe=True, cached=False)
+    safe_json["a"] = [1]
+    assert safe_json["a"] == [1]
+
+
+def test_forged_entry_never_runs_code(tmp_path, monkeypatch):
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    marker = tmp_path / "PWNED"
+
+    class Exploit:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    signed = dir_archive(str(tmp_path / "victim"), key="k", cached=False)
+    signed["a"] = 1
+    forger = dir_archive(str(tmp_path / "forger"), cached=False)
+    forger["a"] = Exploit()
+    os.replace(forger._getdir("a"), signed._getdir("a"))
+    with pytest.raises(SignatureError):
+        signed["a"]
+    with pytest.raises(SignatureError):
+        list(signed)
+    assert not marker.exists()
+
+
+def test_permissions(tmp_path):
+    d = dir_archive(str(tmp_path / "modes"), cached=False)
+    d["a"] = 1
+    root = tmp_path / "modes"
+    assert stat.S_IMODE(root.stat().st_mode) == 0o700
+    for path in root.iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    shared = dir_archive(str(tmp_path / "shared"), permissions=0o750, cached=False)
+    shared["a"] = 1
+    assert stat.S_IMODE((tmp_path / "shared").stat().st_mode) == 0o750
+    assert stat.S_IMODE(os.stat(shared._getdir("a")).st_mode) == 0o640
+
+
+# --- memory-mapped arrays -------------------------------------------------------------------
+
+
+def test_memmode_maps_arrays(tmp_path):
+    root = str(tmp_path / "mm")
+    writer = dir_archive(root, fast=True, cached=False)
+    writer["a"] = np.arange(10_000.0)
+    readonly = dir_archive(root, memmode="r", cached=False)["a"]
+    assert isinstance(readonly, np.memmap) and not readonly.flags.writeable
+    assert readonly[123] == 123.0
+    private = dir_archive(root, memmode="r+", cached=False)["a"]
+    private[0] = 99.0  # copy-on-write: the stored entry is unchanged
+    assert writer["a"][0] == 0.0 and dir_archive(root, cached=False)["a"].flags.writeable
+    writer["a"] = np.zeros(3)  # replacing the entry leaves existing maps valid
+    assert readonly[123] == 123.0
+
+
+# --- hostile keys (E1), symlinks (E5), foreign files (E6) ----------------------------------
+
+HOSTILE_KEYS = [
+    "../x",
+    "a/../../x",
+    "x",
+    "x/../../../victim",
+    "x/../../../../../escape",
+    "/etc/passwd",
+    "/tmp/absolute",
+    ".",
+    "..",
+    "",
+    "\x00",
+    "a\x00b",
+    "\n",
+    "z" * 300,
+    "y" * 10_000,
+    "CON",
+    "aux",
+    "A",
+    "a",
+    "\u00e9",
+    "e\u0301",
+    "-dash-",
+    "_dash_",
+    12345,
+    "12345",
+    b"../b",
+    ("..", "/"),
+    "K_" + "0" * 32,
+    ".klepto",
+    ".klepto-tmp-x.tmp",
+]
+
+
+def snapshot(directory, skip):
+    """Every path under ``directory`` (except ``skip``) with its content digest."""
+    found = {}
+    for folder, dirs, files in os.walk(directory):
+        dirs[:] = [name for name in dirs if os.path.join(folder, name) != skip]
+        for name in dirs:
+            found[os.path.join(folder, name)] = "dir"
+        for name in files:
+            path = os.path.join(folder, name)
+            with open(path, "rb") as handle:
+                found[path] = hashlib.sha256(handle.read()).hexdigest()
+    return found
+
+
+def test_hostile_keys_stay_inside_and_distinct(tmp_path):
+    parent = tmp_path / "parent"
+    (parent / "victim").mkdir(parents=True)
+    (parent / "victim" / "data.txt").write_text("precious")
+    root = str(parent / "store")
+    d = dir_archive(root, cached=False)
+    before = snapshot(str(tmp_path), root)
+    for i, key in enumerate(HOSTILE_KEYS):
+        d[key] = i
+    for i, key in enumerate(HOSTILE_KEYS):
+        assert d[key] == i, key
+        assert key in d
+    assert len(d) == len(HOSTILE_KEYS)
+    assert sorted(map(repr, d)) == sorted(map(repr, HOSTILE_KEYS))
+    for key in HOSTILE_KEYS:
+        del d[key]
+    assert snapshot(str(tmp_path), root) == before
+    assert sorted(os.listdir(root)) == [".klepto"]
+
+
+def test_temp_name_symlinks_are_never_followed(tmp_path, monkeypatch):
+    import itertools
+    import tempfile
+
+    target = tmp_path / "target"
+    target.write_bytes(b"do not touch")
+    digest = hashlib.sha256(target.read_bytes()).hexdigest()
+    d = dir_archive(str(tmp_path / "e5"), cached=False)
+    planted = os.path.join(d.state["id"], ".klepto-tmp-PLANTED.tmp")
+    os.symlink(target, planted)
+    names = tempfile._get_candidate_names()
+    monkeypatch.setattr(
+        tempfile, "_get_candidate_names", lambda: itertools.chain(["PLANTED"], names)
+    )
+    d["k"] = "value"
+    assert d["k"] == "value" and list(d) == ["k"]
+    entry = d._getdir("victim")
+    os.symlink(target, entry)  # a symlink where an entry will go
+    assert "victim" not in d and list(d) == ["k"]
+    with pytest.raises(KeyError):
+        d["victim"]
+    d["victim"] = 1  # os.replace swaps the link itself
+    assert d["victim"] == 1 and not os.path.islink(entry)
+    d.remove_stale_temps(max_age=0)
+    assert not os.path.lexists(planted)
+    assert hashlib.sha256(target.read_bytes()).hexdigest() == digest
+
+
+def test_planted_settings_symlink_is_refused(tmp_path):
+    target = tmp_path / "target"
+    target.write_text("{}")
+    root = tmp_path / "e5s"
+    root.mkdir()
+    os.symlink(target, root / ".klepto")
+    with pytest.raises(CorruptArchiveError, match="symlink"):
+        dir_archive(str(root), cached=False)
+    assert target.read_text() == "{}"
+
+
+def test_foreign_files_are_not_keys(tmp_path):
+    d = dir_archive(str(tmp_path / "e6"), cached=False)
+    d["real"] = 1
+    root = tmp_path / "e6"
+    (root / "K_foo").mkdir()
+    (root / "output.pkl").write_bytes(b"")
+    (root / "random.bin").write_bytes(os.urandom(100))
+    (root / ("K_" + "a" * 32)).mkdir()  # a directory where an entry file would be
+    os.mkfifo(root / ("K_" + "b" * 32))  # must not hang a reader
+    os.symlink(root / "random.bin", root / ("K_" + "c" * 32))
+    with open(d._getdir("real"), "rb") as handle:  # a copy of an entry as a temp file
+        (root / ".klepto-tmp-inflight.tmp").write_bytes(handle.read())
+    assert list(d) == ["real"] and len(d) == 1 and d.__asdict__() == {"real": 1}
+    garbage = root / ("K_" + "d" * 32)
+    garbage.write_bytes(b"")  # a regular file named like an entry: a clear error
+    with pytest.raises(CorruptArchiveError, match=garbage.name):
+        list(d)
+
+
+def test_entry_moved_under_another_name_is_detected(tmp_path):
+    d = dir_archive(str(tmp_path / "mv"), cached=False)
+    d["a"], d["b"] = 1, 2
+    os.replace(d._getdir("a"), d._getdir("b"))
+    with pytest.raises(CorruptArchiveError):
+        d["b"]
+    with pytest.raises(CorruptArchiveError):
+        list(d)
+
+
+# --- errors are never swallowed -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("failing", ["writev", "replace", "fsync"])
+def test_write_errors_propagate_and_leave_no_temp(tmp_path, monkeypatch, failing):
+    import errno
+
+    d = dir_archive(str(tmp_path / "err"), durable=True, cached=False)
+    d["a"] = "old"
+
+    def no_space(*args, **kwds):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, failing, no_space)
+    with pytest.raises(OSError, match="No space"):
+        d["a"] = "new"
+    with pytest.raises(OSError, match="No space"):
+        d["b"] = "new"
+    monkeypatch.undo()
+    assert d.__asdict__() == {"a": "old"}
+    assert sorted(os.listdir(tmp_path / "err")) == [".klepto", os.path.basename(d._getdir("a"))]
