@@ -16,6 +16,7 @@ from benchmarks._harness import report
 WORKLOADS = {
     "W1": "benchmarks.w1_hits",
     "W2": "benchmarks.w2_misses",
+    "W3": "benchmarks.w3_archives",
 }
 
 

@@ -305,7 +305,11 @@ def test_signed_and_safe_modes(tmp_path, monkeypatch):
     d = dir_archive(root, key="s3cret", safe=True, cached=False)
     d["f"] = lambda x: x + 1
     assert d["f"](1) == 2
-    assert b"s3cret" not in pickle.dumps(d)
+    assert pickle.loads(pickle.dumps(d))["f"](2) == 3  # an explicit key travels along
+    monkeypatch.setenv(KEY_ENV, "from-env")
+    from_env = dir_archive(str(tmp_path / "env"), cached=False)
+    assert from_env.settings()["signed"] and b"from-env" not in pickle.dumps(from_env)
+    monkeypatch.delenv(KEY_ENV)
     with pytest.raises(SignatureError):
         dir_archive(root, cached=False)
     with pytest.raises(SignatureError):

@@ -97,6 +97,7 @@ class dir_archive(Archive):
         self._file_mode = None if permissions is None else permissions & 0o666
         self._durable = durable
         self._safe = safe
+        self._given_key = key  # travels with pickles (as for SQL archives); $KLEPTO_HMAC_KEY not
         _make_root(root, permissions)
         asked = _dirsettings.requested(serialized, compression, protocol, serializer)
         settings, packer = self._open_settings(asked, bool(fast or memmode), key)
@@ -402,6 +403,8 @@ class dir_archive(Archive):
         options.update(serializer=self._settings["serializer"], durable=self._durable)
         if self._settings["serializer"] in ("dill", "pickle"):
             options["protocol"] = self._settings["protocol"]
+        if self._given_key is not None:
+            options["key"] = self._given_key
         return options
 
     def copy(self, name: str | os.PathLike | None = None) -> dir_archive:
@@ -414,8 +417,8 @@ class dir_archive(Archive):
         return _reopen(type(self), target, self._options())
 
     def __reduce__(self) -> tuple:
-        # Location and settings only, never contents; an HMAC key never travels in a pickle
-        # (the reopened archive takes it from $KLEPTO_HMAC_KEY).
+        # Location and settings only, never contents. A key passed as key=... travels along
+        # (so workers can read a signed archive); one from $KLEPTO_HMAC_KEY does not.
         return (_reopen, (type(self), self._root, self._options()))
 
     # --- classic helpers ------------------------------------------------------------------
