@@ -12,9 +12,10 @@ when extra keywords reach a ``**kwargs`` function, ``KWDS`` followed by the sort
 ``name, value`` pairs. Ignored parameters are left out of the key entirely; an ignored
 position among the surplus varargs becomes ``NULL`` (dropping it would let calls with
 different numbers of arguments share a key). Because the number of keyword-only parameters
-is fixed, the layout is unambiguous. A call that names a parameter both by position and by
-keyword is refused with Python's ``TypeError``, as calling the function would be, instead of
-being keyed like a valid call.
+is fixed, the layout is unambiguous. A call the function's signature rejects (a parameter
+given twice, a required one left out, an unexpected keyword or one positional argument too
+many) is refused with a ``TypeError``, as calling the function would be, instead of being
+keyed: with ignored arguments left out, it could get a valid call's key and cached result.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ __all__ = ["KWDS", "MISSING", "Plan", "plan_call"]
 
 #: Separates named values from extra keyword arguments in a key.
 KWDS = Tag("KWDS", __name__)
-#: Stands for a required argument the call did not pass (the call itself will fail).
+#: Stands for a required argument the call did not pass (such a call is refused).
 MISSING = Tag("MISSING", __name__)
 
 _POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
@@ -67,6 +68,10 @@ class Plan:
         )
         kwonly = [p for p in params if p.kind is p.KEYWORD_ONLY]
         self._kwonly = {p.name: (MISSING if p.default is p.empty else p.default) for p in kwonly}
+        self._varargs = any(p.kind is p.VAR_POSITIONAL for p in params)
+        self._varkw = any(p.kind is p.VAR_KEYWORD for p in params)
+        self._required = [(i, p.name) for i, p in enumerate(positional) if p.default is p.empty]
+        self._required_kwonly = [p.name for p in kwonly if p.default is p.empty]
         self._kwonly_kept = tuple(p.name for p in kwonly if p.name not in ignored)
         self._ignored_names = frozenset(n for n in ignored if isinstance(n, str))
         self._keep_surplus = keep_surplus
@@ -106,8 +111,15 @@ class Plan:
                 values[index] = value
             elif name in kwonly:
                 kwonly[name] = value
+            elif not self._varkw:
+                raise TypeError(f"{self.name}() got an unexpected keyword argument {name!r}")
             elif name not in self._ignored_names:
                 extras[name] = value
+        if nargs > nparams and not self._varargs:
+            raise TypeError(
+                f"{self.name}() takes {nparams} positional arguments but {nargs} were given"
+            )
+        self._check_required(values, kwonly)
         key = tuple(values) if self._kept is None else tuple(values[i] for i in self._kept)
         if self._keep_surplus:
             key += self._surplus(args)
@@ -116,6 +128,14 @@ class Plan:
         if extras and self._keep_extras:
             key += (KWDS, *_flatten_sorted(extras))
         return key
+
+    def _check_required(self, values: list, kwonly: dict) -> None:
+        for index, name in self._required:
+            if values[index] is MISSING:
+                raise TypeError(f"{self.name}() missing required argument {name!r}")
+        for name in self._required_kwonly:
+            if kwonly[name] is MISSING:
+                raise TypeError(f"{self.name}() missing required keyword argument {name!r}")
 
     def _surplus(self, args: tuple) -> tuple:
         surplus = args[self.nparams :]
