@@ -4,9 +4,20 @@ for each bug of the classic design (TLog) -- each regression test is named after
 from __future__ import annotations
 
 import pickle
+import shutil
+import tempfile
 import threading
 
 import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
 
 from klepto.archives import cache, dict_archive, null_archive
 from klepto.errors import ArchiveClosedError, CorruptArchiveError
@@ -807,3 +818,179 @@ def test_rebase_cut_short_leaves_the_source_intact(storage):
     assert (info.rebased_from, info.head) == (topic, 4)
     assert keys(again, topic) == ["shared", "x", "t", "u", "x"]
     assert keys(again, main) == ["shared", "x", "m"]
+
+
+# --- the log against a plain Python model (hypothesis) --------------------------------------------
+class Model:
+    """Branches as plain lists: ``{id: (parent, fork, [commit txns, ...])}``."""
+
+    def __init__(self) -> None:
+        self.branches: dict[int, tuple[int | None, int, list[tuple]]] = {}
+
+    def add(self, parent, fork, commits=()) -> int:
+        self.branches[len(self.branches)] = (parent, fork, list(commits))
+        return len(self.branches) - 1
+
+    def history(self, branch, upto=None) -> list[tuple[int, int, tuple]]:
+        """``[(writer branch, seq, txns)]`` of the whole history, root first."""
+        parent, fork, commits = self.branches[branch]
+        shared = self.history(parent, fork) if parent is not None else []
+        own = [(branch, fork + n, txns) for n, txns in enumerate(commits, start=1)]
+        whole = shared + own
+        return whole if upto is None else whole[:upto]
+
+    def head(self, branch) -> int:
+        return len(self.history(branch))
+
+    def state(self, branch, upto=None) -> dict:
+        state = {}
+        for _, _, txns in self.history(branch, upto):
+            for txn in txns:
+                if isinstance(txn, Set):
+                    state[txn.key] = txn.value
+                else:
+                    state.pop(txn.key, None)
+        return state
+
+    def rebase(self, branch, onto, policy):
+        """The expected result: ``('same', branch)``, ``('error', keys)`` or a new branch."""
+        ours, theirs = self.history(branch), self.history(onto)
+        base = 0
+        while base < min(len(ours), len(theirs)) and ours[base][:2] == theirs[base][:2]:
+            base += 1
+        if base == len(theirs):
+            return ("same", branch)
+        mine = [txns for _, _, txns in ours[base:]]
+        conflicts = _effects(mine).items() - _effects([t for _, _, t in theirs[base:]]).items()
+        conflicting = {key for key, _ in conflicts} & _effects(
+            [t for _, _, t in theirs[base:]]
+        ).keys()
+        if conflicting and policy == "error":
+            return ("error", conflicting)
+        if policy == "theirs":
+            mine = [tuple(t for t in txns if t.key not in conflicting) for txns in mine]
+            mine = [txns for txns in mine if txns]
+        return ("new", self.add(onto, len(theirs), mine))
+
+
+def _effects(commits) -> dict:
+    effects = {}
+    for txns in commits:
+        for txn in txns:
+            effects[txn.key] = ("set", txn.value) if isinstance(txn, Set) else ("del",)
+    return effects
+
+
+KEYS = st.sampled_from(["a", "b", "c", 7, ("t", 1)])
+TXNS = st.one_of(st.builds(Set, KEYS, st.integers(0, 2)), st.builds(Delete, KEYS))
+
+
+class LogMachine(RuleBasedStateMachine):
+    """create / fork / push / rebase / reopen, checking views and replays after each step."""
+
+    storage_kind = "dict"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.folder = tempfile.mkdtemp(prefix="klepto-branches-")
+        self.storage = backends.Storage(self.storage_kind, self.folder)
+        self.log = BranchLog(self.storage.open(), "model", clock=FakeClock(), index_every=3)
+        self.model = Model()
+
+    def teardown(self) -> None:
+        self.storage.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def reopened(self) -> BranchLog:
+        return BranchLog(self.storage.open(), "model", clock=FakeClock(10**12))
+
+    @rule()
+    def create(self):
+        assert self.log.create_branch() == self.model.add(None, 0)
+
+    @precondition(lambda self: self.model.branches)
+    @rule(data=st.data())
+    def fork(self, data):
+        branch = data.draw(st.sampled_from(sorted(self.model.branches)))
+        at = data.draw(st.none() | st.integers(0, self.model.head(branch)))
+        point = self.model.head(branch) if at is None else at
+        assert self.log.fork(branch, at=at) == self.model.add(branch, point)
+
+    @precondition(lambda self: self.model.branches)
+    @rule(data=st.data(), txns=st.lists(TXNS, min_size=1, max_size=3))
+    def push(self, data, txns):
+        branch = data.draw(st.sampled_from(sorted(self.model.branches)))
+        seq = self.log.push(branch, txns)
+        self.model.branches[branch][2].append(tuple(txns))
+        assert seq == self.model.head(branch)
+
+    @precondition(lambda self: self.model.branches)
+    @rule(data=st.data(), theirs=st.lists(TXNS, min_size=1, max_size=2), ours=TXNS)
+    def diverge(self, data, theirs, ours):
+        """Fork a branch and push to both sides, so that rebases have work to do."""
+        parent = data.draw(st.sampled_from(sorted(self.model.branches)))
+        child = self.log.fork(parent)
+        assert child == self.model.add(parent, self.model.head(parent))
+        self.log.push(parent, theirs)
+        self.model.branches[parent][2].append(tuple(theirs))
+        self.log.push(child, ours)
+        self.model.branches[child][2].append((ours,))
+
+    @precondition(lambda self: self.model.branches)
+    @rule(data=st.data(), policy=st.sampled_from(["error", "ours", "theirs"]))
+    def rebase(self, data, policy):
+        branch = data.draw(st.sampled_from(sorted(self.model.branches)))
+        parent = self.model.branches[branch][0]
+        # Mostly onto the parent (the usual rebase), else onto any branch.
+        others = st.sampled_from(sorted(self.model.branches))
+        onto = data.draw(others if parent is None else st.just(parent) | others)
+        expected = self.model.rebase(branch, onto, policy)
+        if expected[0] == "error":
+            with pytest.raises(ConflictError) as caught:
+                self.log.rebase(branch, onto, conflict=policy)
+            assert set(caught.value.keys) == expected[1]
+            return
+        assert self.log.rebase(branch, onto, conflict=policy) == expected[1]
+
+    @rule()
+    def reopen(self):
+        self.log = self.reopened()
+
+    @precondition(lambda self: self.model.branches)
+    @rule(data=st.data())
+    def check_branch(self, data):
+        branch = data.draw(st.sampled_from(sorted(self.model.branches)))
+        head = self.model.head(branch)
+        at = data.draw(st.integers(0, head))
+        assert dict(self.log.view(branch, at=at)) == self.model.state(branch, at)
+        history = self.model.history(branch)
+        commits = list(self.log.commits(branch))
+        assert [(c.branch, c.seq, c.txns) for c in commits] == history
+        start = data.draw(st.integers(0, head + 1))
+        end = data.draw(st.integers(0, head + 1))
+        expected = [t for _, seq, txns in history if start <= seq <= end for t in txns]
+        assert [e.txn for e in self.log.replay(branch, start, end)] == expected
+
+    @invariant()
+    def branches_and_heads_agree(self):
+        assert self.log.branches() == sorted(self.model.branches)
+        for branch, (parent, fork, _) in self.model.branches.items():
+            info = self.log.branch_info(branch)
+            assert (info.parent, info.fork, info.head) == (parent, fork, self.model.head(branch))
+            assert dict(self.log.view(branch)) == self.model.state(branch)
+
+
+@pytest.mark.parametrize("kind", backends.params())
+def test_log_matches_a_plain_model(kind):
+    machine = type(f"LogMachine_{kind}", (LogMachine,), {"storage_kind": kind})
+    examples, steps = (60, 30) if kind == "dict" else (8, 20)
+    run_state_machine_as_test(
+        machine,
+        settings=settings(
+            max_examples=examples,
+            stateful_step_count=steps,
+            deadline=None,
+            derandomize=True,
+            suppress_health_check=list(HealthCheck),
+        ),
+    )
