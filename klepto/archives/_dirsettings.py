@@ -24,6 +24,7 @@ import tempfile
 from typing import Any
 
 from klepto._fs import TEMP_PREFIX, fsync_dir, write_all
+from klepto.archives._dirio import move_if_absent
 from klepto.errors import CorruptArchiveError
 
 __all__ = ["FORMAT", "SETTINGS_NAME", "publish", "read", "requested", "resolve"]
@@ -33,8 +34,6 @@ FORMAT = 1
 _ENFORCED = ("serialized", "compression", "serializer", "protocol")
 _PICKLERS = ("dill", "pickle")
 _TEXT_SERIALIZERS = ("json", "safe")
-# Hard links are how a settings file is created only if absent; some file systems lack them.
-_NO_HARDLINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS}
 
 
 def requested(
@@ -147,7 +146,7 @@ def publish(root: str, settings: dict[str, Any], mode: int | None, durable: bool
                 os.fsync(fd)
         finally:
             os.close(fd)
-        won = _link_if_absent(temp, path)
+        won = move_if_absent(temp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp)
@@ -159,20 +158,6 @@ def publish(root: str, settings: dict[str, Any], mode: int | None, durable: bool
     if recorded is None:  # pragma: no cover - someone deleted it right after creating it
         raise CorruptArchiveError("settings file vanished while opening", path=path)
     return recorded
-
-
-def _link_if_absent(source: str, target: str) -> bool:
-    try:
-        os.link(source, target)
-    except FileExistsError:
-        return False
-    except OSError as exc:
-        if exc.errno not in _NO_HARDLINKS:
-            raise
-        if os.path.lexists(target):
-            return False
-        os.rename(source, target)  # no hard links on this file system: a tiny race remains
-    return True
 
 
 def _checksum(settings: dict[str, Any]) -> str:

@@ -20,19 +20,15 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import logging
 import os
-import re
 import shutil
 import stat
-import tempfile
-import time
 from collections.abc import Iterator
 from typing import Any
 
 from klepto._canonical import stable_hash
-from klepto._fs import DIR_MODE, TEMP_PREFIX, fsync_dir, is_temp_name, write_all
-from klepto.archives import _dirsettings
+from klepto._fs import fsync_dir
+from klepto.archives import _dirio, _dirsettings
 from klepto.archives._base import Archive
 from klepto.archives._direntry import MEMMAP_MODES, EntryFormat
 from klepto.archives._literal import LiteralSerializer
@@ -43,17 +39,8 @@ from klepto.serializers import get_codec
 
 __all__ = ["STALE_TEMP_SECONDS", "dir_archive"]
 
-logger = logging.getLogger("klepto.archives.directory")
-
-ENTRY_PREFIX = "K_"
-_ENTRY_NAME = re.compile(r"K_[0-9a-f]{32}\Z")
-# O_NONBLOCK: a FIFO planted at an entry's name must not hang a reader (no effect on files).
-_READ_FLAGS = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0)
-_READ_FLAGS |= getattr(os, "O_CLOEXEC", 0)
-_NO_HARDLINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS}
 #: Temporary files older than this (seconds since their last change) belong to dead writers.
 STALE_TEMP_SECONDS = 3600.0
-_IOV_MAX = 512
 _ABSENT = object()
 
 
@@ -61,13 +48,13 @@ class dir_archive(Archive):
     """A directory archive: one file per key under ``dirname`` (default ``'memo'``).
 
     ``serialized=False`` stores Python literals only (``repr`` + ``ast.literal_eval``);
-    ``compression=N`` compresses values with zlib level N; ``fast=True`` stores numpy arrays
-    as raw blocks that ``memmode`` ('r', 'c', 'r+', 'w+') reads memory-mapped; ``protocol``
-    is a pickle protocol (a str selects json). ``serialized``, ``compression`` and
-    ``protocol`` default to what the archive was created with. ``key`` signs every entry
-    with HMAC-SHA256 (default ``$KLEPTO_HMAC_KEY``); ``safe=True`` refuses to unpickle
-    unsigned data; ``durable=True`` fsyncs every write. Files are created 0o600 and
-    directories 0o700, or per ``permissions``.
+    ``compression=N`` compresses values with zlib level N; numpy arrays of 1 KiB or more
+    (every array with ``fast=True``) are stored as raw blocks, which ``memmode`` ('r', 'c',
+    'r+', 'w+') reads memory-mapped; ``protocol`` is a pickle protocol (a str selects json).
+    ``serialized``, ``compression`` and ``protocol`` default to what the archive was created
+    with. ``key`` signs every entry with HMAC-SHA256 (default ``$KLEPTO_HMAC_KEY``);
+    ``safe=True`` refuses to unpickle unsigned data; ``durable=True`` fsyncs every write.
+    Files are created 0o600 and directories 0o700, or per ``permissions``.
     """
 
     kind = "dir"
@@ -93,12 +80,12 @@ class dir_archive(Archive):
         root = os.path.abspath(os.fspath("memo" if dirname is None else dirname))
         super().__init__(id=root)
         self._root = root
-        self._prefix = os.path.join(root, ENTRY_PREFIX)
+        self._prefix = os.path.join(root, _dirio.ENTRY_PREFIX)
         self._file_mode = None if permissions is None else permissions & 0o666
         self._durable = durable
         self._safe = safe
         self._given_key = key  # travels with pickles (as for SQL archives); $KLEPTO_HMAC_KEY not
-        _make_root(root, permissions)
+        _dirio.make_root(root, permissions)
         asked = _dirsettings.requested(serialized, compression, protocol, serializer)
         settings, packer = self._open_settings(asked, bool(fast or memmode), key)
         self._settings = settings
@@ -147,33 +134,6 @@ class dir_archive(Archive):
         digest = stable_hash(key)
         return digest, self._prefix + digest
 
-    def _open_entry(self, path: str) -> tuple[int, int] | None:
-        """An entry file's descriptor (the caller closes it) and size; None if no entry."""
-        try:
-            fd = os.open(path, _READ_FLAGS)
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            if exc.errno != errno.ELOOP:
-                raise
-            logger.warning("ignoring a symlink planted at entry %s", path)
-            return None
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            os.close(fd)
-            logger.warning("ignoring a non-file planted at entry %s", path)
-            return None
-        return fd, info.st_size
-
-    def _entry_names(self) -> list[str]:
-        """Names of the entries now in the root (one scan; temps and foreign files skipped)."""
-        with os.scandir(self._root) as scan:
-            return [
-                entry.name
-                for entry in scan
-                if _ENTRY_NAME.match(entry.name) and entry.is_file(follow_symlinks=False)
-            ]
-
     # --- backend primitives ---------------------------------------------------------------
     def _get(self, key: Any) -> Any:
         digest, path = self._locate(key)
@@ -183,7 +143,7 @@ class dir_archive(Archive):
         return value
 
     def _read(self, path: str, where: dict, item: bool) -> Any:
-        opened = self._open_entry(path)
+        opened = _dirio.open_entry(path)
         if opened is None:
             return _ABSENT
         fd, size = opened
@@ -215,9 +175,9 @@ class dir_archive(Archive):
             return False
 
     def _keys(self) -> Iterator[Any]:
-        for name in self._entry_names():
+        for name in _dirio.entry_names(self._root):
             path = os.path.join(self._root, name)
-            opened = self._open_entry(path)
+            opened = _dirio.open_entry(path)
             if opened is None:
                 continue  # deleted since the scan
             fd, size = opened
@@ -228,10 +188,10 @@ class dir_archive(Archive):
             yield key
 
     def _len(self) -> int:
-        return len(self._entry_names())
+        return len(_dirio.entry_names(self._root))
 
     def _clear(self) -> None:
-        for name in self._entry_names():
+        for name in _dirio.entry_names(self._root):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(os.path.join(self._root, name))
         self.remove_stale_temps()
@@ -240,39 +200,14 @@ class dir_archive(Archive):
 
     # --- writing --------------------------------------------------------------------------
     def _publish(self, path: str, chunks: list[Any], exclusive: bool = False) -> bool:
-        """Write ``chunks`` to a temp file and move it to ``path`` (only if absent, if
-        ``exclusive``); True if published. On any error the temp file is removed."""
-        fd, temp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".tmp", dir=self._root)
-        try:
-            try:
-                _write_chunks(fd, chunks)
-                if self._file_mode is not None:
-                    os.fchmod(fd, self._file_mode)
-                if self._durable:
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
-            published = _move_if_absent(temp, path) if exclusive else _replace(temp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temp)
-            raise
-        if self._durable and published:
-            fsync_dir(self._root)
-        return published
-
-    def _claim(self, path: str) -> str | None:
-        """Atomically take the entry at ``path`` away (rename); its new path, or None."""
-        claim = os.path.join(self._root, f"{TEMP_PREFIX}claim-{os.urandom(8).hex()}.tmp")
-        try:
-            os.rename(path, claim)
-        except FileNotFoundError:
-            return None
-        return claim
-
-    def _restore(self, claim: str, path: str) -> None:
-        """Put a claimed entry back, unless the key was written again meanwhile."""
-        _move_if_absent(claim, path)
+        return _dirio.publish(
+            self._root,
+            path,
+            chunks,
+            exclusive=exclusive,
+            mode=self._file_mode,
+            durable=self._durable,
+        )
 
     # --- atomic mapping operations (one winner across processes) ---------------------------
     def pop(self, key: Any, *default: Any) -> Any:
@@ -281,7 +216,7 @@ class dir_archive(Archive):
         if len(default) > 1:
             raise TypeError(f"pop expected at most 2 arguments, got {1 + len(default)}")
         digest, path = self._locate(key)
-        claim = self._claim(path)
+        claim = _dirio.claim(self._root, path)
         value = _ABSENT
         if claim is not None:
             value = self._read_claim(claim, path, {"path": path, "key": key, "digest": digest})
@@ -295,10 +230,10 @@ class dir_archive(Archive):
         try:
             value = self._read(claim, where, item)
         except BaseException:
-            self._restore(claim, path)
+            _dirio.move_if_absent(claim, path)
             raise
         if value is _ABSENT:  # not a regular file: put back whatever was planted there
-            self._restore(claim, path)
+            _dirio.move_if_absent(claim, path)
         else:
             os.unlink(claim)
         return value
@@ -306,9 +241,9 @@ class dir_archive(Archive):
     def popitem(self) -> tuple[Any, Any]:
         """Remove and return some ``(key, value)``; atomic across processes."""
         self._check_open()
-        for name in self._entry_names():
+        for name in _dirio.entry_names(self._root):
             path = os.path.join(self._root, name)
-            claim = self._claim(path)
+            claim = _dirio.claim(self._root, path)
             if claim is None:
                 continue
             item = self._read_claim(claim, path, {"path": path, "digest": name[2:]}, item=True)
@@ -333,7 +268,7 @@ class dir_archive(Archive):
         """A plain dict of the contents (each entry read once)."""
         self._check_open()
         contents = {}
-        for name in self._entry_names():
+        for name in _dirio.entry_names(self._root):
             path = os.path.join(self._root, name)
             item = self._read(path, {"path": path, "digest": name[2:]}, item=True)
             if item is not _ABSENT:
@@ -347,19 +282,7 @@ class dir_archive(Archive):
         A live writer's temporary file changes within milliseconds, so an old one was left
         by a killed process. ``clear()`` calls this; call it after crashes to reclaim space.
         """
-        removed, now = 0, time.time()
-        with os.scandir(self._root) as scan:
-            for entry in scan:
-                if not is_temp_name(entry.name):
-                    continue
-                with contextlib.suppress(FileNotFoundError):
-                    info = entry.stat(follow_symlinks=False)
-                    if now - max(info.st_ctime, info.st_mtime) >= max_age:
-                        os.unlink(entry.path)
-                        removed += 1
-        if removed:
-            logger.info("removed %d stale temporary file(s) from %s", removed, self._root)
-        return removed
+        return _dirio.remove_stale_temps(self._root, max_age)
 
     def __drop__(self) -> None:
         """Delete every entry, the settings and the root directory itself.
@@ -413,7 +336,7 @@ class dir_archive(Archive):
         if name is None:
             return _reopen(type(self), self._root, self._options())
         target = os.path.abspath(os.fspath(name))
-        shutil.copytree(self._root, target, symlinks=True, ignore=_ignore_temps)
+        shutil.copytree(self._root, target, symlinks=True, ignore=_dirio.ignore_temps)
         return _reopen(type(self), target, self._options())
 
     def __reduce__(self) -> tuple:
@@ -424,7 +347,7 @@ class dir_archive(Archive):
     # --- classic helpers ------------------------------------------------------------------
     def _fname(self, key: Any) -> str:
         """The entry's file name for ``key`` (``K_`` + its stable hash)."""
-        return ENTRY_PREFIX + stable_hash(key)
+        return _dirio.ENTRY_PREFIX + stable_hash(key)
 
     def _getdir(self, key: Any) -> str:
         """The path of ``key``'s entry (a file here; a directory in classic klepto)."""
@@ -432,7 +355,7 @@ class dir_archive(Archive):
 
     def _mkdir(self, key: Any) -> str:
         """Make sure ``key``'s entry can be written (its directory exists); its path."""
-        _make_root(self._root, self.__state__["permissions"])
+        _dirio.make_root(self._root, self.__state__["permissions"])
         return self._getdir(key)
 
     def _rmdir(self, key: Any) -> None:
@@ -442,7 +365,7 @@ class dir_archive(Archive):
 
     def _lsdir(self) -> list[str]:
         """The entry file names in the root."""
-        return self._entry_names()
+        return _dirio.entry_names(self._root)
 
     def _lookup(self, key: Any) -> Any:
         return self[key]
@@ -453,14 +376,6 @@ class dir_archive(Archive):
 
 def _reopen(cls: type, root: str, options: dict[str, Any]) -> dir_archive:
     return cls(root, **options)
-
-
-def _make_root(root: str, permissions: int | None) -> None:
-    if os.path.isdir(root):
-        return
-    os.makedirs(root, mode=DIR_MODE if permissions is None else permissions, exist_ok=True)
-    if permissions is not None:
-        os.chmod(root, permissions)  # exactly as asked, whatever the umask
 
 
 def _packer(settings: dict[str, Any], key: bytes | None, safe: bool) -> Packer:
@@ -486,46 +401,3 @@ def _classic_protocol(settings: dict[str, Any]) -> int | str | None:
     if settings["serializer"] in ("json", "safe"):
         return settings["serializer"]
     return settings["protocol"]
-
-
-def _write_chunks(fd: int, chunks: list[Any]) -> None:
-    """Write every chunk, in as few system calls as the kernel allows."""
-    for start in range(0, len(chunks), _IOV_MAX):
-        group = chunks[start : start + _IOV_MAX]
-        written = os.writev(fd, group)
-        total = sum(memoryview(chunk).nbytes for chunk in group)
-        if written < total:  # a short write (large values): finish chunk by chunk
-            for chunk in group:
-                view = memoryview(chunk).cast("B")
-                skip = min(written, view.nbytes)
-                written -= skip
-                write_all(fd, view[skip:])
-
-
-def _replace(temp: str, path: str) -> bool:
-    os.replace(temp, path)
-    return True
-
-
-def _move_if_absent(source: str, target: str) -> bool:
-    """Move ``source`` to ``target`` unless ``target`` exists (then delete ``source``)."""
-    try:
-        os.link(source, target)
-    except FileExistsError:
-        published = False
-    except OSError as exc:
-        if exc.errno not in _NO_HARDLINKS:
-            raise
-        if os.path.lexists(target):
-            published = False
-        else:
-            os.rename(source, target)  # no hard links on this file system: a tiny race remains
-            return True
-    else:
-        published = True
-    os.unlink(source)
-    return published
-
-
-def _ignore_temps(directory: str, names: list[str]) -> set[str]:
-    return {name for name in names if is_temp_name(name)}
