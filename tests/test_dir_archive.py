@@ -532,3 +532,62 @@ def test_write_errors_propagate_and_leave_no_temp(tmp_path, monkeypatch, failing
     monkeypatch.undo()
     assert d.__asdict__() == {"a": "old"}
     assert sorted(os.listdir(tmp_path / "err")) == [".klepto", os.path.basename(d._getdir("a"))]
+
+
+# --- formats: dill compatibility of the fast paths, array blocks -----------------------------
+
+
+def test_main_module_objects_are_pickled_by_value(tmp_path):
+    """What dill pickles by value (a class defined in __main__) reads in another process."""
+    import subprocess
+    import sys
+
+    root = str(tmp_path / "main")
+    write = (
+        "from klepto.archives import dir_archive\n"
+        "class Point:\n    def __init__(self, x): self.x = x\n"
+        f"d = dir_archive({root!r}, cached=False)\n"
+        "d['p'] = Point(3)\nd['f'] = lambda y: y * 2\n"
+    )
+    read = (
+        "from klepto.archives import dir_archive\n"
+        f"d = dir_archive({root!r}, cached=False)\n"
+        "print(type(d['p']).__name__, d['p'].x, d['f'](4))\n"
+    )
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(__file__)))
+    for script in (write, read):
+        done = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, env=env, check=False
+        )
+        assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["Point", "3", "8"]
+
+
+def test_arrays_become_blocks_by_size(tmp_path):
+    root = str(tmp_path / "blocks")
+    plain = dir_archive(root, cached=False)
+    plain["small"], plain["big"] = np.arange(10), np.arange(1000)
+    mapped = dir_archive(root, memmode="r", cached=False)
+    assert not isinstance(mapped["small"], np.memmap)  # inside the pickle
+    assert isinstance(mapped["big"], np.memmap)
+    mapped["tiny"] = np.arange(3)  # memmode makes this object fast: every array a block
+    assert isinstance(mapped["tiny"], np.memmap)
+    value = {"a": np.arange(2000), "b": [np.ones((30, 40), order="F")], "c": np.arange(5)}
+    plain["nested"] = value
+    got = plain["nested"]
+    assert got["b"][0].flags.f_contiguous and got["a"].flags.writeable
+    assert all(same(got[k], value[k]) for k in ("a", "c")) and same(got["b"][0], value["b"][0])
+
+
+def test_short_writes_are_completed(tmp_path, monkeypatch):
+    real_writev = os.writev
+
+    def stingy(fd, buffers):  # the kernel may write less than asked
+        first = memoryview(buffers[0]).cast("B")
+        return real_writev(fd, [first[: max(1, first.nbytes // 2)]])
+
+    d = dir_archive(str(tmp_path / "short"), cached=False)
+    monkeypatch.setattr(os, "writev", stingy)
+    d["k"] = {"value": "x" * 5000, "array": np.arange(3000.0)}
+    monkeypatch.undo()
+    assert d["k"]["value"] == "x" * 5000 and same(d["k"]["array"], np.arange(3000.0))
