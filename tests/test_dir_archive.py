@@ -591,3 +591,19 @@ def test_short_writes_are_completed(tmp_path, monkeypatch):
     d["k"] = {"value": "x" * 5000, "array": np.arange(3000.0)}
     monkeypatch.undo()
     assert d["k"]["value"] == "x" * 5000 and same(d["k"]["array"], np.arange(3000.0))
+
+
+def test_reads_without_preadv(tmp_path, monkeypatch):
+    from klepto.archives import _direntry
+
+    d = dir_archive(str(tmp_path / "nopreadv"), cached=False)
+    d["a"] = np.arange(5000.0)
+    monkeypatch.setattr(_direntry, "_HAS_PREADV", False)
+    assert same(d["a"], np.arange(5000.0)) and d["a"].flags.writeable
+
+
+def test_classic_layout_is_reported(tmp_path, caplog):
+    (tmp_path / "old" / "K_x").mkdir(parents=True)
+    with caplog.at_level("WARNING", logger="klepto.archives.directory"):
+        d = dir_archive(str(tmp_path / "old"), cached=False)
+    assert "classic klepto dir_archive" in caplog.text and len(d) == 0

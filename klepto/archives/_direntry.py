@@ -50,6 +50,7 @@ _PADDING = bytes(ALIGN)
 MEMMAP_MODES = {"r": "r", "c": "c", "r+": "c", "w+": "c"}
 MIN_BLOCK = 1024  # smaller arrays stay inside the pickle unless the store is fast
 FIRST_READ = 8192  # one read covers a typical small entry whole
+_HAS_PREADV = hasattr(os, "preadv")
 
 
 def _aligned(offset: int) -> int:
@@ -223,7 +224,12 @@ def _preadinto(fd: int, target: memoryview, offset: int) -> int:
     """Fill ``target`` from ``offset``; the number of bytes read (short only at the end)."""
     filled = 0
     while filled < target.nbytes:
-        count = os.preadv(fd, [target[filled:]], offset + filled)
+        if _HAS_PREADV:
+            count = os.preadv(fd, [target[filled:]], offset + filled)
+        else:  # e.g. older macOS: one extra copy
+            chunk = os.pread(fd, target.nbytes - filled, offset + filled)
+            count = len(chunk)
+            target[filled : filled + count] = chunk
         if not count:
             break
         filled += count

@@ -24,6 +24,7 @@ __all__ = [
     "ENTRY_PREFIX",
     "claim",
     "entry_names",
+    "holds_classic_entries",
     "ignore_temps",
     "make_root",
     "move_if_absent",
@@ -37,7 +38,7 @@ logger = logging.getLogger("klepto.archives.directory")
 ENTRY_PREFIX = "K_"
 _ENTRY_NAME = re.compile(r"K_[0-9a-f]{32}\Z")
 # O_NONBLOCK: a FIFO planted at an entry's name must not hang a reader (no effect on files).
-_READ_FLAGS = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0)
+_READ_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0)
 _READ_FLAGS |= getattr(os, "O_CLOEXEC", 0)
 _NO_HARDLINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS}
 _IOV_MAX = 512
@@ -169,6 +170,12 @@ def remove_stale_temps(root: str, max_age: float) -> int:
     if removed:
         logger.info("removed %d stale temporary file(s) from %s", removed, root)
     return removed
+
+
+def holds_classic_entries(root: str) -> bool:
+    """True if ``root`` has classic klepto entries (``K_*`` directories), which are not read."""
+    with os.scandir(root) as scan:
+        return any(e.name.startswith(ENTRY_PREFIX) and e.is_dir() for e in scan)
 
 
 def ignore_temps(directory: str, names: list[str]) -> set[str]:

@@ -111,7 +111,9 @@ def read(root: str) -> dict[str, Any] | None:
     """The settings stored in ``root``, ``None`` if there are none yet."""
     path = os.path.join(root, SETTINGS_NAME)
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | os.O_NONBLOCK)
+        fd = os.open(
+            path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+        )
     except FileNotFoundError:
         return None
     except OSError as exc:

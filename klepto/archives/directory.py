@@ -113,6 +113,12 @@ class dir_archive(Archive):
         settings = _dirsettings.resolve(stored, asked, fast, bool(signing_key))
         packer = self._packer_for(settings, key, signing_key)
         if stored is None:  # new archive: record it; a concurrent creator may have won
+            if _dirio.holds_classic_entries(self._root):
+                _dirio.logger.warning(
+                    "%s holds entries of a classic klepto dir_archive; they are not read "
+                    "(convert them by loading them with klepto 0.2 and storing them here)",
+                    self._root,
+                )
             recorded = _dirsettings.publish(self._root, settings, self._file_mode, self._durable)
             if recorded != settings:
                 settings = _dirsettings.resolve(recorded, asked, fast, bool(signing_key))
