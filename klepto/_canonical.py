@@ -19,6 +19,7 @@ import decimal
 import enum
 import hashlib
 import math
+import operator
 import struct
 import types
 import uuid
@@ -106,7 +107,9 @@ def freeze_items(values: Any) -> list:
 
 
 def _freeze_tuple(value: tuple) -> tuple:
-    return tuple(freeze_items(value))
+    frozen = freeze_items(value)
+    # A hashable tuple is its own frozen form: keep it (callers test freezing by identity).
+    return value if all(map(operator.is_, frozen, value)) else tuple(frozen)
 
 
 def _freeze_list(value: list) -> tuple:
@@ -125,12 +128,17 @@ def _freeze_set(value: Any) -> frozenset:
     return frozenset(freeze_items(value))
 
 
+def _freeze_frozenset(value: frozenset) -> frozenset:
+    frozen = freeze_items(value)
+    return value if all(map(operator.is_, frozen, value)) else frozenset(frozen)
+
+
 _FREEZERS: dict[type, Callable[[Any], Any]] = {
     tuple: _freeze_tuple,
     list: _freeze_list,
     dict: _freeze_dict,
     set: _freeze_set,
-    frozenset: _freeze_set,
+    frozenset: _freeze_frozenset,
     bytearray: bytes,
 }
 

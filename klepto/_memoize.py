@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import operator
 import re
 import threading
 from collections.abc import Callable, Hashable
@@ -35,6 +36,7 @@ HIT, MISS, LOAD = 0, 1, 2
 _MISSING = object()
 _UNHASHABLE = object()
 _NULL_ARCHIVE = null_archive
+_is_not = operator.is_not
 
 
 def _cache_front() -> type:
@@ -193,27 +195,21 @@ class Memo:
         except TypeError as exc:
             raise _unfreezable(self.func, args, kwds, exc) from None
 
-    def _freeze(self, key: tuple, args: tuple, kwds: dict) -> tuple:
-        try:
-            return tuple(freeze_items(key))
-        except TypeError as exc:
-            raise _unfreezable(self.func, args, kwds, exc) from None
-
     def unhashable(self, key: Any, args: tuple, kwds: dict) -> Any:
         """A call whose raw key is unhashable: freeze it (or explain), then resolve."""
         if not self.freezes or type(key) is not tuple:
             return self.resolve(self._rekey(key, args, kwds), args, kwds)
-        # Ask ``hash`` rather than comparing the frozen key with the raw one: ``==`` on
-        # arguments such as numpy arrays is elementwise and has no truth value.
         try:
-            hash(key)
-        except TypeError:
-            key = self._freeze(key, args, kwds)
-            unhashable = True
-        else:
-            unhashable = False  # hashable keys are their own frozen form
-        # Expect the next call to be like this one (see _fast_wrapper).
+            frozen = tuple(freeze_items(key))
+        except TypeError as exc:
+            raise _unfreezable(self.func, args, kwds, exc) from None
+        # Freezing keeps hashable values as they are (the same objects), so whether the key
+        # was unhashable is asked by identity: ``==`` is elementwise on numpy arrays, with no
+        # truth value. Expect the next call to be like this one (see _fast_wrapper).
+        unhashable = bool(key) and (frozen[0] is not key[0] or any(map(_is_not, frozen, key)))
         self.expect_unhashable[0] = unhashable
+        if unhashable:
+            key = frozen
         # The hit, inlined: this path serves every call with list/dict/array arguments.
         self._acquire()
         try:

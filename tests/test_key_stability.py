@@ -8,6 +8,7 @@ to the same arguments share a key, and equal numbers (``3``, ``3.0``) share one 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -18,7 +19,7 @@ import numpy as np
 import pytest
 
 import klepto
-from klepto._canonical import stable_bytes, stable_hash
+from klepto._canonical import LIST, freeze, stable_bytes, stable_hash
 
 ROOT = Path(klepto.__file__).resolve().parent.parent
 SEEDS = ("0", "1", "4294967295")
@@ -219,3 +220,17 @@ def test_keys_of_hashable_calls_are_plain_tuples():
     key = g.key("a", 1.5)
     assert type(key) is tuple
     assert key == ("a", 1.5, 3)
+
+
+def test_freezing_keeps_hashable_values_as_they_are():
+    """The memoizer tells an unhashable key from a hashable one by identity after freezing."""
+    for value in [(1, "a", (2.5, None)), frozenset({1, ("x",)}), "text", 3.0, (), Point3(1, 2)]:
+        assert freeze(value) is value
+    assert freeze((1, [2])) == (1, (LIST, 2))
+    assert freeze(frozenset({(1, 2)})) == frozenset({(1, 2)})
+
+
+@dataclasses.dataclass(frozen=True)
+class Point3:
+    x: int
+    y: int
