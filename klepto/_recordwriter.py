@@ -224,6 +224,13 @@ class Writer:
         """Append one record made of ``chunks`` without holding it whole in memory."""
         self.cut()
         self.flush()
+        try:
+            return self._stream_frame(chunks)
+        except BaseException:
+            os.ftruncate(self.fd, self.buf_base)  # drop the partial frame
+            raise
+
+    def _stream_frame(self, chunks: Iterable[bytes | memoryview]) -> int:
         offset = self.buf_base
         body_start = offset + fmt.BLOCK_SIZE
         pieces = _rechunk(chunks)
@@ -332,14 +339,22 @@ class Writer:
             n_blocks=self.nblocks,
         )
 
-    def rollback(self, head: bytes) -> None:
-        """Forget everything since the last commit, on disk and in memory."""
-        end = self.committed.end
+    def resync(self) -> None:
+        """Forget everything not committed and reload the state from the file itself.
+
+        Used by ``rollback()`` and after a failed commit: the file then holds the last
+        commit that reached it whole (the one that failed, if only its pointer update
+        did), and anything after that is truncated.
+        """
         self.buf = bytearray()
-        if os.fstat(self.fd).st_size > end:
-            os.ftruncate(self.fd, end)
-        located = locate(self.fd, self.path, self.header, head)
-        self._load(located.state)
+        head = pread(self.fd, fmt.DATA_START, 0)
+        state = locate(self.fd, self.path, self.header, head).state
+        if os.fstat(self.fd).st_size > state.end:
+            os.ftruncate(self.fd, state.end)
+        if state.seq:
+            slot = fmt.Slot(state.seq, state.last_commit, state.end, state.count)
+            pwrite_all(self.fd, slot.encode(), fmt.SLOT_OFFSETS[state.seq % 2])
+        self._load(state)
 
 
 def _rechunk(chunks: Iterable[bytes | memoryview]) -> Any:

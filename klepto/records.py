@@ -16,6 +16,7 @@ directory is fsynced when the file is created).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -32,7 +33,7 @@ from klepto._recordcreate import (
     create_file,
     format_of,
 )
-from klepto._recordscan import InvalidRecordFile, pread
+from klepto._recordscan import InvalidRecordFile
 from klepto._recordverify import VerifyReport
 from klepto._recordwriter import Writer
 from klepto.errors import CorruptRecordError
@@ -52,6 +53,8 @@ __all__ = [
     "VerifyReport",
     "write_records",
 ]
+
+logger = logging.getLogger("klepto.records")
 
 DURABILITY = ("flush", "durable")
 MODES = ("r", "a", "w", "x")
@@ -220,17 +223,37 @@ class RecordFile(RecordFileBase):
             writer.set_metadata(value)
 
     def commit(self) -> bool:
-        """Atomically make all appended records and the metadata visible; ``False`` if none."""
+        """Atomically make all appended records and the metadata visible; ``False`` if none.
+
+        If it raises (an I/O error, a full disk), the file is left at the last commit that
+        reached it whole and the uncommitted records are discarded; the object stays usable.
+        """
         writer = self._require_writer("commit")
         with self._lock:
-            return writer.commit()
+            try:
+                return writer.commit()
+            except BaseException:
+                self._resync_after_failure(writer)
+                raise
+
+    def _resync_after_failure(self, writer: Writer) -> None:
+        try:
+            writer.resync()
+        except Exception as exc:
+            logger.error(
+                "%s: after a failed commit the file could not be re-read (%s); it is closed,"
+                " open it again",
+                self._path,
+                exc,
+            )
+            self._release()
+        self._reader.clear()
 
     def rollback(self) -> None:
         """Discard every record and metadata change since the last commit."""
         writer = self._require_writer("roll back")
         with self._lock:
-            assert self._fd is not None
-            writer.rollback(pread(self._fd, fmt.DATA_START, 0))
+            writer.resync()
             self._reader.clear()
 
     @contextlib.contextmanager
