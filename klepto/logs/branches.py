@@ -484,6 +484,12 @@ class BranchLog:
         return last + 1 if found is None else found
 
 
+# The public types live in helper modules; name them after the module users import them
+# from, so tracebacks, reprs and pickles say ``klepto.logs.branches.ConflictError``.
+for _public in (BranchInfo, Commit, ConflictError, Delete, Entry, KVView, Set, UnknownBranchError):
+    _public.__module__ = __name__
+
+
 def _entries(commits: Iterator[Commit]) -> Iterator[Entry]:
     for commit in commits:
         for index, txn in enumerate(commit.txns):
