@@ -144,8 +144,14 @@ def test_view_accepts_unhashable_keys(tlog):
     view = tlog.view(main)
     assert view[[1, 2]] == "list" and view[{"a": 1}] == "dict"
     assert sorted(map(repr, view)) == ["[1, 2]", "{'a': 1}"]
+    assert view == tlog.view(main) and view != {}
+    assert view != tlog.view(main, at=0) and tlog.view(main, at=0) == {}
     tlog.push(main, Delete([1, 2]))
     assert list(tlog.view(main)) == [{"a": 1}]
+    assert tlog.view(main) != view
+    tlog.push(main, [Delete({"a": 1}), Set("k", 1)])
+    assert tlog.view(main) == {"k": 1}
+    assert {"k": 1} == tlog.view(main)  # noqa: SIM300 -- the reflected comparison
 
 
 def test_replay_bounded_by_sequence(tlog):

@@ -57,6 +57,22 @@ class KVView(Mapping):
     def __len__(self) -> int:
         return len(self._state)
 
+    def __eq__(self, other: object) -> bool:
+        # Mapping's own __eq__ builds dicts of the raw keys, which fails for unhashable ones.
+        if not isinstance(other, Mapping):
+            return NotImplemented
+        if isinstance(other, KVView):
+            theirs = other._state
+        else:
+            theirs = {freeze(key): (key, value) for key, value in other.items()}
+        return _values(self._state) == _values(theirs)
+
+    __hash__ = None  # type: ignore[assignment]
+
     def __repr__(self) -> str:
         items = ", ".join(f"{key!r}: {value!r}" for key, value in self._state.values())
         return f"KVView(branch={self.branch}, seq={self.seq}, {{{items}}})"
+
+
+def _values(state: dict[Any, tuple[Any, Any]]) -> dict[Any, Any]:
+    return {frozen: value for frozen, (_, value) in state.items()}

@@ -58,9 +58,9 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from klepto.archives import cache, null_archive
 from klepto.archives._base import Archive
 from klepto.errors import ArchiveClosedError, CorruptArchiveError
+from klepto.logs._branchargs import backend, branch_argument, position, seq_argument
 from klepto.logs._branchstore import BranchRecord, BranchStore, gallop
 from klepto.logs._branchtypes import (
     BranchInfo,
@@ -115,7 +115,7 @@ class BranchLog:
     ) -> None:
         if not isinstance(namespace, str):
             raise TypeError(f"namespace must be a str, got {type(namespace).__name__}")
-        self._store = BranchStore(_backend(archive), namespace)
+        self._store = BranchStore(backend(archive), namespace)
         self._clock = clock
         self._every = self._store.open_meta(index_every)
         self._lock = threading.RLock()
@@ -179,7 +179,7 @@ class BranchLog:
         with self._lock:
             self._check_open()
             head = self._head(branch)
-            point = head if at is None else _position(at, head, branch)
+            point = head if at is None else position(at, head, branch)
             return self._allocate(parent=self._record(branch).id, fork=point)
 
     def branches(self) -> list[int]:
@@ -293,8 +293,8 @@ class BranchLog:
         with self._lock:
             self._check_open()
             head = self._head(branch)
-            first = 1 if start is None else _seq_argument(start, "start")
-            last = head if end is None else min(_seq_argument(end, "end"), head)
+            first = 1 if start is None else seq_argument(start, "start")
+            last = head if end is None else min(seq_argument(end, "end"), head)
             runs = self._lineage(branch, last)
             if since is not None:
                 first = max(first, self._first_stamped(runs, since, last))
@@ -323,7 +323,7 @@ class BranchLog:
         with self._lock:
             self._check_open()
             head = self._head(branch)
-            point = head if at is None else _position(at, head, branch)
+            point = head if at is None else position(at, head, branch)
             runs = self._lineage(branch, point)
         return KVView(fold(self._read_runs(runs, 1, point)), self._record(branch).id, point)
 
@@ -366,7 +366,7 @@ class BranchLog:
         return self._count
 
     def _record(self, branch: int) -> BranchRecord:
-        branch = _branch_argument(branch)
+        branch = branch_argument(branch)
         record = self._records.get(branch)
         if record is None:
             record = self._store.read_branch(branch)
@@ -494,42 +494,6 @@ def _entries(commits: Iterator[Commit]) -> Iterator[Entry]:
     for commit in commits:
         for index, txn in enumerate(commit.txns):
             yield Entry(commit.seq, index, commit.branch, commit.timestamp, txn)
-
-
-def _branch_argument(branch: Any) -> int:
-    if isinstance(branch, bool):
-        raise TypeError("a branch id is an int, not a bool")
-    branch = operator.index(branch)
-    if branch < 0:
-        raise UnknownBranchError(f"no branch {branch}: ids are non-negative")
-    return branch
-
-
-def _seq_argument(value: Any, name: str) -> int:
-    if isinstance(value, bool):
-        raise TypeError(f"{name} is a sequence number (int), not a bool")
-    value = operator.index(value)
-    if value < 0:
-        raise ValueError(f"{name} must be >= 0, got {value}")
-    return value
-
-
-def _position(at: Any, head: int, branch: int) -> int:
-    """A sequence number that must exist in the branch's history (0 = before any commit)."""
-    at = _seq_argument(at, "at")
-    if at > head:
-        raise ValueError(f"at={at} is beyond the head ({head}) of branch {branch}")
-    return at
-
-
-def _backend(archive: Any) -> Archive:
-    if isinstance(archive, cache):
-        archive = archive.archive
-    if not isinstance(archive, Archive):
-        raise TypeError(f"BranchLog needs a klepto archive, got {type(archive).__name__}")
-    if isinstance(archive, null_archive):
-        raise ValueError("a null_archive keeps nothing; give BranchLog a real archive")
-    return archive
 
 
 def _reopen(archive: Archive, namespace: str, clock: Callable[[], int], every: int) -> BranchLog:
