@@ -9,6 +9,7 @@ that readers see the old or the new file, never a partial one.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import threading
 from collections.abc import Iterator
@@ -23,23 +24,38 @@ TEMP_PREFIX = ".klepto-tmp-"
 PathLike = str | os.PathLike
 
 
+_NO_DIR_SYNC = {errno.EINVAL, errno.ENOTSUP, errno.EBADF}
+
+
 def fsync_dir(path: PathLike) -> None:
     """Make a directory's entries (a create, rename or unlink in it) durable."""
-    flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
-    try:
-        fd = os.open(path, flags)
-    except OSError:  # platforms without directory handles (Windows) cannot fsync a dir
-        return
+    if not hasattr(os, "O_DIRECTORY"):
+        return  # Windows has no directory handles to fsync; renames there are journaled
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
+    except OSError as exc:
+        # Some file systems cannot sync a directory at all; nothing more can be done there.
+        if exc.errno not in _NO_DIR_SYNC:
+            raise
     finally:
         os.close(fd)
 
 
 def makedirs(path: PathLike, mode: int | None = None) -> Path:
-    """Create ``path`` (and parents) with ``mode`` (0o700 by default); return it absolute."""
+    """Create ``path`` and missing parents with ``mode`` (0o700 by default); return it absolute.
+
+    Every directory created gets ``mode`` (``Path.mkdir(parents=True)`` would give the parents
+    the default 0o777 less the umask). Existing directories are left as they are.
+    """
     target = Path(path).absolute()
-    target.mkdir(parents=True, exist_ok=True, mode=DIR_MODE if mode is None else mode)
+    missing = []
+    for directory in (target, *target.parents):
+        if directory.is_dir():
+            break
+        missing.append(directory)
+    for directory in reversed(missing):
+        directory.mkdir(mode=DIR_MODE if mode is None else mode, exist_ok=True)
     return target
 
 

@@ -5,7 +5,8 @@ is a tag: ``{"$t": [...]}`` tuple, ``{"$b": "<base64>"}`` bytes, ``{"$s": [...]}
 ``{"$fs": [...]}`` frozenset, ``{"$f": "nan"}`` non-finite float, ``{"$c": [re, im]}`` complex,
 ``{"$d": [[k, v], ...]}`` dict with non-str keys (or a key that looks like a tag),
 ``{"$dt"|"$date"|"$time": iso}``, ``{"$td": [days, seconds, microseconds]}``,
-``{"$dec": "1.10"}`` Decimal, ``{"$uuid": hex}``. Other types can be added with
+``{"$dec": "1.10"}`` Decimal, ``{"$uuid": hex}``, ``{"$su": "<base64>"}`` text holding
+surrogate code points (its UTF-8 with ``surrogatepass``). Other types can be added with
 :func:`register_safe_type`; decoding looks tags up in that allow-list and nothing else.
 """
 
@@ -44,8 +45,29 @@ def _float(value: float) -> Any:
     return {"$f": "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")}
 
 
+def _has_surrogates(text: str) -> bool:
+    if text.isascii():
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _str(value: str) -> Any:
+    # JSON would merge a surrogate *pair* into one character: carry such text as bytes.
+    if _has_surrogates(value):
+        return {"$su": base64.b64encode(value.encode("utf-8", "surrogatepass")).decode("ascii")}
+    return value
+
+
+def _plain_key(key: Any) -> bool:
+    return type(key) is str and not key.startswith("$") and not _has_surrogates(key)
+
+
 def _dict(value: dict) -> Any:
-    if all(type(k) is str and not k.startswith("$") for k in value):
+    if all(_plain_key(k) for k in value):
         return {k: _encode(v) for k, v in value.items()}
     return {"$d": [[_encode(k), _encode(v)] for k, v in value.items()]}
 
@@ -54,7 +76,7 @@ _ENCODERS: dict[type, Callable[[Any], Any]] = {
     type(None): lambda v: v,
     bool: lambda v: v,
     int: lambda v: v,
-    str: lambda v: v,
+    str: _str,
     float: _float,
     list: lambda v: [_encode(x) for x in v],
     dict: _dict,
@@ -112,6 +134,7 @@ _DECODERS: dict[str, _Decoder] = {
     "$td": lambda v: datetime.timedelta(days=v[0], seconds=v[1], microseconds=v[2]),
     "$dec": decimal.Decimal,
     "$uuid": uuid.UUID,
+    "$su": lambda v: base64.b64decode(v, validate=True).decode("utf-8", "surrogatepass"),
 }
 
 
@@ -121,7 +144,7 @@ def _decode(value: Any) -> Any:
     if type(value) is not dict:
         return value
     if len(value) == 1:
-        (tag, payload), = value.items()
+        ((tag, payload),) = value.items()
         if tag.startswith("$"):
             return _decode_tag(tag, payload)
     return {k: _decode(v) for k, v in value.items()}
@@ -139,9 +162,20 @@ def _decode_tag(tag: str, payload: Any) -> Any:
 
 def dumps(obj: Any) -> bytes:
     """Encode ``obj`` as tagged JSON (UTF-8 bytes)."""
-    return json.dumps(
-        _encode(obj), separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode("utf-8")
+    return json_bytes(_encode(obj), allow_nan=False)
+
+
+def json_bytes(data: Any, *, allow_nan: bool = True) -> bytes:
+    """Compact JSON as UTF-8; strings with lone surrogates are written as ``\\uXXXX`` escapes.
+
+    (Such strings, e.g. undecodable file names, cannot be encoded as UTF-8 text, but JSON
+    escapes carry them, and ``json.loads`` restores them exactly.)
+    """
+    text = json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=allow_nan)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(data, separators=(",", ":"), allow_nan=allow_nan).encode("ascii")
 
 
 def loads(data: bytes | str) -> Any:

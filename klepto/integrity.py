@@ -55,7 +55,9 @@ def seal(payload: bytes, *, key: bytes | None = None, compressed: bool = False) 
     return _HEADER.pack(MAGIC, VERSION, flags, crc) + body
 
 
-def unseal(blob: bytes, *, key: bytes | None = None, where: dict | None = None) -> tuple[bytes, int]:
+def unseal(
+    blob: bytes, *, key: bytes | None = None, where: dict | None = None
+) -> tuple[bytes, int]:
     """Check an envelope and return ``(payload, flags)``.
 
     Raises :class:`CorruptionError` for damage and :class:`SignatureError` when ``key`` is
@@ -154,6 +156,8 @@ class Packer:
         payload, flags = unseal(blob, key=self.key, where=where)
         if flags & COMPRESSED:
             if self.codec is None:
-                raise CorruptionError("compressed value in a store without a codec", **(where or {}))
+                raise CorruptionError(
+                    "compressed value in a store without a codec", **(where or {})
+                )
             payload = self.codec.decompress(payload)
         return self.serializer.loads(payload)

@@ -17,6 +17,7 @@ import zlib
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
+from klepto._safeformat import json_bytes, register_safe_type
 from klepto.errors import require
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "get_codec",
     "get_serializer",
     "register_codec",
+    "register_safe_type",
     "register_serializer",
     "serializers",
 ]
@@ -100,7 +102,7 @@ class JsonSerializer:
     executes_code = False
 
     def dumps(self, obj: Any) -> bytes:
-        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        return json_bytes(obj)
 
     def loads(self, data: bytes) -> Any:
         return json.loads(data)
@@ -160,7 +162,9 @@ _SERIALIZERS: dict[str, Callable[..., Serializer]] = {
 }
 
 _CODECS: dict[str, Callable[..., Codec]] = {
-    "zlib": lambda level=6: _StdlibCodec("zlib", lambda b: zlib.compress(b, level), zlib.decompress),
+    "zlib": lambda level=6: _StdlibCodec(
+        "zlib", lambda b: zlib.compress(b, level), zlib.decompress
+    ),
     "lzma": lambda level=6: _StdlibCodec(
         "lzma", lambda b: lzma.compress(b, preset=level), lzma.decompress
     ),
@@ -169,7 +173,9 @@ _CODECS: dict[str, Callable[..., Codec]] = {
 }
 
 
-def register_serializer(name: str, factory: Callable[..., Serializer], *, replace=False) -> None:
+def register_serializer(
+    name: str, factory: Callable[..., Serializer], *, replace: bool = False
+) -> None:
     """Register ``factory(**options) -> Serializer`` under ``name``."""
     _register(_SERIALIZERS, "serializer", name, factory, replace)
 
