@@ -168,8 +168,14 @@ def requested(kwds: dict[str, Any]) -> dict[str, Any]:
 
 
 def _build_packer(settings: dict[str, Any], key: Any, safe: bool) -> Packer:
-    if settings.get("serializer") == "plain":
+    serializer = settings.get("serializer", "dill")
+    if serializer == "plain":
         return Packer(PlainSerializer(), settings.get("codec"), key=key, safe=safe)
+    if serializer == "dill":  # the same format, written and read by the C pickler when it can
+        from klepto.archives._quickpickle import QuickDillSerializer
+
+        quick = QuickDillSerializer(settings.get("protocol"))
+        return Packer(quick, settings.get("codec"), key=key, safe=safe)
     return Packer(
         settings.get("serializer", "dill"),
         settings.get("codec"),
