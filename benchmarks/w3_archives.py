@@ -41,6 +41,23 @@ def _dir_archive(path: str, **options: Any) -> Any:
     return dir_archive(path, cached=False, **options)
 
 
+def _sqlite_url(path: str) -> str:
+    os.makedirs(path, exist_ok=True)
+    return "sqlite:///" + os.path.join(path, "archive.db")
+
+
+def _sqltable_archive(path: str) -> Any:
+    from klepto.archives import sqltable_archive
+
+    return sqltable_archive(_sqlite_url(path), cached=False)
+
+
+def _sql_archive(path: str) -> Any:
+    from klepto.archives import sql_archive
+
+    return sql_archive(_sqlite_url(path), cached=False)
+
+
 def _diskcache(path: str) -> Any:
     import diskcache
 
@@ -64,6 +81,8 @@ def _shelve(path: str) -> Any:
 #: name -> opener(path); the opener must work in a fresh process (it is looked up by name).
 STORES: dict[str, Callable[[str], Any]] = {
     "klepto.dir_archive": _dir_archive,
+    "sqltable_archive (sqlite)": _sqltable_archive,
+    "sql_archive (sqlite)": _sql_archive,
     "diskcache.Cache": _diskcache,
     "sqlitedict autocommit": _sqlitedict,
     "shelve": _shelve,
@@ -84,6 +103,18 @@ TARGETS: dict[str, dict[str, float]] = {
         "large read": 1.0,
     },
     "klepto.dir_archive fast+mmap": {"large write": 1.0, "large read": 1.0},
+    **{
+        name: {
+            "write cum@1k": 1.0,
+            "write at 1k": 1.0,
+            "write at 10k": 1.0,
+            "open+first lookup": 1.0,
+            "read (new process)": 1.0,
+            "large write": 1.0,
+            "large read": 1.0,
+        }
+        for name in ("sqltable_archive (sqlite)", "sql_archive (sqlite)")
+    },
 }
 GROWTH_TARGET = 1.5  # a write at 10k entries costs at most 1.5x a write at 100
 
