@@ -4,10 +4,10 @@ Layout (integers big-endian)::
 
     b"KDE1" | key envelope length u32 | value envelope length u64        16-byte header
     key envelope     Packer.pack(key)
-    value envelope   Packer.pack(("v", digest, value))                     plain entry
-                     Packer.pack(("f", digest, pickle, blocks))            fast entry
-    [zero padding to a 64-byte boundary, then the raw array blocks of a fast entry,
-     each block starting on a 64-byte boundary]
+    value envelope   Packer.pack(("v", digest, value))       compressed or text serializers
+                     Packer.pack(("f", digest, pickle, table))   pickle serializers, no codec
+    [zero padding to a 64-byte boundary, then the raw array blocks listed in the table
+     (offset, length, checksum), each starting on a 64-byte boundary]
 
 Both envelopes are checksummed (and HMAC-signed when the store has a key), so everything
 that decides what a read returns is verified before it is used: ``digest`` ties the value
@@ -15,9 +15,10 @@ to the entry's file name (a file moved under another key's name is detected), an
 table in the value envelope carries each block's checksum. Header damage shows up as an
 envelope that fails its checks. Bytes after the last block are ignored.
 
-A *fast* entry pickles the value with every contiguous numpy array replaced by a reference
-to a raw block, so a reader can memory-map the arrays straight from the file
-(``memmode``) instead of copying them through pickle.
+An "f" entry pickles the value with contiguous numpy arrays (of at least ``MIN_BLOCK``
+bytes, or all of them in a fast archive) replaced by references to raw blocks, so a reader
+reads them straight into their arrays, or memory-maps them (``memmode``), instead of
+copying them through pickle.
 """
 
 from __future__ import annotations
@@ -166,6 +167,8 @@ class EntryFormat:
             return payload[2]
         if payload[0] != "f" or len(payload) != 4:
             raise CorruptArchiveError("unknown entry kind", **_place(where))
+        if not payload[3]:  # no blocks: a plain pickle
+            return self.packer.serializer.loads(payload[2])
         area = _aligned(start + value_length)
         source = self._block_source(fd, size, area, payload[3], where)
         return _load_with_blocks(payload[2], source)
