@@ -83,6 +83,7 @@ def _adopt(order: OrderedDict, keys: Collection[Hashable]) -> None:
 
     Runs only when the counts differ, i.e. after the cache changed behind the policy's back.
     """
+    keys = list(keys)  # one C-level copy: another function sharing the cache may write to it
     current = set(keys)
     for key in [key for key in order if key not in current]:
         del order[key]
@@ -191,6 +192,7 @@ class LFUPolicy(Policy):
     def victims(self, keys: Collection[Hashable]) -> list[Hashable]:
         counts = self._counts
         if len(counts) != len(keys):
+            keys = list(keys)  # a copy, as in _adopt
             current = set(keys)
             adopted = {key: 0 for key in keys if key not in counts}  # never used: first to go
             self._counts = counts = {
@@ -245,7 +247,7 @@ class RRPolicy(Policy):
     def victims(self, keys: Collection[Hashable]) -> list[Hashable]:
         if len(self._keys) != len(keys):
             # Draw over the whole cache, as classic klepto does (and as the stream expects).
-            self._keys[:] = keys
+            self._keys[:] = list(keys)  # a copy, as in _adopt
             self._index = {key: position for position, key in enumerate(self._keys)}
         if not self._keys:
             return []

@@ -252,3 +252,34 @@ def test_same_key_from_many_threads(decorator):
     if decorator.__name__ != "no_cache":
         assert 1 <= info.miss <= THREADS  # at most one miss per thread, then hits
         assert len(slow.__cache__()) == 1
+
+
+@every
+def test_two_functions_sharing_one_cache(decorator):
+    """One decorator instance, two functions, one cache, two locks (spec 6.1)."""
+    memo = decorator(maxsize=MAXSIZE)
+
+    @memo
+    def square(x):
+        return x * x
+
+    @memo
+    def also_square(x):  # keys do not include the function: results must agree
+        return x**2
+
+    wrong = []
+
+    def work(index):
+        rng = random.Random(300 + index)
+        for _ in range(CALLS):
+            x = rng.randrange(DOMAIN)
+            function = square if rng.random() < 0.5 else also_square
+            if function(x) != x * x:
+                wrong.append(x)
+
+    assert run_threads(work) == []
+    assert wrong == []
+    total = sum(sum(f.info()[:3]) for f in (square, also_square))
+    assert total == THREADS * CALLS
+    if bounded(decorator):
+        assert len(square.__cache__()) <= MAXSIZE
