@@ -402,11 +402,13 @@ def _safe_wrapper(memo: Memo) -> Callable[..., Any]:
 
 # Text keys (the safe variants' ``stringmap``) are only as faithful as the arguments' reprs.
 # ``<function f at 0x7f...>`` names an address that a new object may reuse once the old one
-# is gone, and ``...`` marks a summary (numpy's for big arrays, a recursive list's) that
-# equal-looking, different arguments share. Such a call is not cached rather than answered
-# with another call's result; the rare false alarm (a str argument holding ``...``) only
-# costs the caching of that call.
-_UNFAITHFUL_TEXT = re.compile(r" at 0x[0-9a-fA-F]+>|\.\.\.")
+# is gone; an elided summary (numpy's ``[0, 1, ..., 9]`` for big arrays, pandas' ``...``
+# columns, a recursive list's ``[...]``) is shared by different arguments that look alike.
+# Such a call is not cached rather than answered with another call's result; a str argument
+# that happens to contain one of these patterns only loses its caching.
+_UNFAITHFUL_TEXT = re.compile(
+    r" at 0x[0-9a-fA-F]+>|, \.\.\.,|\.\.\.,\n|\[\.\.\.\]|\{\.\.\.\}| \.\.\. "
+)
 
 
 def _generic_wrapper(memo: Memo) -> Callable[..., Any]:

@@ -825,6 +825,27 @@ def test_safe_variants_fall_back(decorator, options):
 
 
 @safe_only
+def test_safe_text_keys_that_would_mislead_are_not_cached(decorator):
+    """Text keys naming an address or an elided summary are not trusted; others are."""
+
+    @decorator()
+    def describe(value):
+        return repr(value)[:20]
+
+    looping = [1]
+    looping.append(looping)
+    for misleading in (looping, object(), np.arange(5000)):
+        describe(misleading)
+        describe(misleading)
+    assert describe.info().size == 0
+    assert hmm(describe.info()) == (0, 6, 0)
+    describe("Loading...")
+    describe("Loading...")  # a plain "..." in a str argument is cached as usual
+    if keeps_results(decorator):
+        assert hmm(describe.info()) == (1, 7, 0)
+
+
+@safe_only
 def test_safe_variants_do_not_cover_the_function(decorator):
     @decorator()
     def f(x):
