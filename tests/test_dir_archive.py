@@ -607,3 +607,13 @@ def test_classic_layout_is_reported(tmp_path, caplog):
     with caplog.at_level("WARNING", logger="klepto.archives.directory"):
         d = dir_archive(str(tmp_path / "old"), cached=False)
     assert "classic klepto dir_archive" in caplog.text and len(d) == 0
+
+
+def test_pop_of_a_planted_symlink_leaves_it_alone(tmp_path):
+    target = tmp_path / "target"
+    target.write_text("precious")
+    d = dir_archive(str(tmp_path / "popsym"), cached=False)
+    os.symlink(target, d._getdir("k"))
+    assert d.pop("k", "absent") == "absent"
+    assert os.path.islink(d._getdir("k")) and target.read_text() == "precious"
+    assert os.stat(target).st_nlink == 1  # never hard-linked into the archive

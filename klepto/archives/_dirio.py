@@ -128,7 +128,7 @@ def write_chunks(fd: int, chunks: list[Any]) -> None:
 def move_if_absent(source: str, target: str) -> bool:
     """Move ``source`` to ``target`` unless ``target`` exists (then delete ``source``)."""
     try:
-        os.link(source, target)
+        os.link(source, target, follow_symlinks=False)  # a planted symlink is moved as is
     except FileExistsError:
         published = False
     except OSError as exc:
