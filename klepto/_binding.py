@@ -76,10 +76,12 @@ class Plan:
         self._ignored_names = frozenset(n for n in ignored if isinstance(n, str))
         self._keep_surplus = keep_surplus
         self._keep_extras = keep_extras
-        simple = self._kept is None and not self._kwonly_kept
+        # A call with no keywords and all positionals is valid and keyed by ``args`` only if
+        # nothing is left out of the key and no keyword is required (even an ignored one).
+        simple = self._kept is None and not self._kwonly_kept and not self._required_kwonly
         self.fast_arity = self.nparams if simple else -1
-        # With no named parameters at all, any keyword-free call is keyed by its args.
-        self._args_only = simple and self.nparams == 0 and keep_surplus
+        # With no named parameters but ``*args``, any keyword-free call is keyed by its args.
+        self._args_only = simple and self.nparams == 0 and self._varargs and keep_surplus
         self._args_only = self._args_only and not self._surplus_ignored
         self._by_keyword = _keyword_tails(positional, self._positions) if simple else {}
 

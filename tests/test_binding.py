@@ -141,6 +141,24 @@ def test_missing_ignored_argument_is_refused_too():
         plan((1,), {})  # f_plain(1) fails: never answer it with f_plain(1, 2)'s result
 
 
+def test_missing_ignored_keyword_only_argument_is_refused():
+    def f(*, k):
+        return k
+
+    plan = plan_call(f, "k")
+    assert plan((), {"k": 1}) == plan((), {"k": 2}) == ()
+    with pytest.raises(TypeError, match="'k'"):
+        plan((), {})  # f() fails: never answer it with f(k=1)'s result
+
+
+def test_positional_arguments_to_a_function_without_them_are_refused():
+    def f(**extra):
+        return extra
+
+    with pytest.raises(TypeError, match="takes 0 positional arguments but 1 were given"):
+        plan_call(f, "**")((1,), {})
+
+
 def test_unexpected_keyword_is_refused():
     plan = plan_call(f_plain)
     with pytest.raises(TypeError, match="unexpected keyword argument 'z'"):
@@ -350,6 +368,30 @@ def valid_calls(draw, signature):
 
 
 @st.composite
+def rejected_calls(draw, signature):
+    """A valid call with one mistake: a required argument left out, a parameter given twice,
+    an unexpected keyword, or one positional argument too many."""
+    args, kwds = draw(valid_calls(signature))
+    params = list(signature.parameters.values())
+    positional = [p for p in params if p.kind in (P.POSITIONAL_ONLY, P.POSITIONAL_OR_KEYWORD)]
+    mistake = draw(st.sampled_from(["drop", "twice", "unexpected", "surplus"]))
+    if mistake == "drop" and (kwds or args):
+        if kwds and draw(st.booleans()):
+            kwds.pop(draw(st.sampled_from(sorted(kwds))))
+        elif args:
+            args = args[:-1]
+    elif mistake == "twice" and args:
+        named = [p.name for p in positional[: len(args)] if p.kind is P.POSITIONAL_OR_KEYWORD]
+        if named:
+            kwds[draw(st.sampled_from(named))] = draw(VALUES)
+    elif mistake == "unexpected":
+        kwds["zz"] = draw(VALUES)
+    else:
+        args = (*args, draw(VALUES))
+    return tuple(args), kwds
+
+
+@st.composite
 def ignores(draw, signature):
     positional = [
         p
@@ -466,7 +508,8 @@ def test_rejected_calls_never_get_a_valid_key(data):
     signature = data.draw(signatures())
     ignore = data.draw(st.one_of(st.just(()), ignores(signature)))
     plan = plan_call(function_with(signature), ignore)
-    valid, other = data.draw(valid_calls(signature)), data.draw(calls(signature))
+    valid = data.draw(valid_calls(signature))
+    other = data.draw(st.one_of(calls(signature), rejected_calls(signature)))
     assume(binding(signature, *other) is None)
     assert plan_key(plan, *other) is TypeError or plan_key(plan, *other) != plan(*valid)
 
