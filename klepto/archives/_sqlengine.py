@@ -42,13 +42,28 @@ _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 _SQLITE_BUSY_SECONDS = 60.0
 # Objects inherited across fork(): referenced forever so the child never closes them.
 _INHERITED: list[Any] = []
+# Bumped in every forked child, so "is this state from this process?" costs no system call
+# (getpid() is one, and it sits on every read's path).
+_FORKS = [0]
+# Serialises opening engines (rare); replaced in a child, where a thread of the parent may
+# have held it at the fork.
+_START_LOCK = threading.Lock()
+
+
+def _forked() -> None:
+    global _START_LOCK
+    _FORKS[0] += 1
+    _START_LOCK = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 class _ProcessState:
     """What one process holds for one archive location."""
 
     def __init__(self, engine: Engine) -> None:
-        self.pid = os.getpid()
+        self.fork = _FORKS[0]
         self.engine = engine
         self.lock = threading.RLock()
         self.writer: Connection | None = None
@@ -70,7 +85,7 @@ class _ProcessState:
 
 def _release_all(holder: list[_ProcessState]) -> None:
     for state in holder:
-        if state.pid == os.getpid():
+        if state.fork == _FORKS[0]:
             state.release()
         else:
             _INHERITED.append(state)
@@ -88,20 +103,18 @@ class Connector:
         self.synchronous = str(synchronous).upper()
         self.backend = url.get_backend_name()
         self._holder: list[_ProcessState] = []
-        self._start_lock = threading.Lock()
         self._finalizer = weakref.finalize(self, _release_all, self._holder)
 
     # --- per-process state ---------------------------------------------------------------
     def _state(self) -> _ProcessState:
         holder = self._holder
-        if holder and holder[0].pid == os.getpid():
+        if holder and holder[0].fork == _FORKS[0]:
             return holder[0]
-        with self._start_lock:
-            if holder and holder[0].pid == os.getpid():
+        with _START_LOCK:
+            if holder and holder[0].fork == _FORKS[0]:
                 return holder[0]
             if holder:  # forked: leave the parent's connections alone
                 _INHERITED.append(holder.pop())
-                self._start_lock = threading.Lock()
                 log.debug("new process %d: opening a fresh engine for %s", os.getpid(), self)
             holder.append(_ProcessState(self._create_engine()))
             return holder[0]

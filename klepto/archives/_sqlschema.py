@@ -15,6 +15,7 @@ bind parameters straight to the driver. Upserts come from a registry keyed by di
 
 from __future__ import annotations
 
+import operator
 import re
 from collections.abc import Callable
 from functools import cached_property
@@ -91,7 +92,7 @@ def is_memory(url: URL) -> bool:
 class Compiled:
     """A statement rendered for one dialect, with the driver's parameter style."""
 
-    __slots__ = ("names", "sql")
+    __slots__ = ("_ordered", "names", "sql")
 
     def __init__(self, statement: Any, dialect: Dialect, *, literal: bool = False) -> None:
         options = {"compile_kwargs": {"literal_binds": True}} if literal else {}
@@ -100,12 +101,16 @@ class Compiled:
         self.names: tuple[str, ...] | None = (
             tuple(compiled.positiontup) if dialect.positional else None
         )
+        # itemgetter of two or more names returns the tuple a positional driver wants.
+        self._ordered = operator.itemgetter(*self.names) if self.names else None
 
     def bind(self, values: dict[str, Any]) -> tuple | dict[str, Any]:
         """Parameters for one execution in the order (or by the names) the driver expects."""
         if self.names is None:
             return values
-        return tuple(values[name] for name in self.names)
+        if len(self.names) == 1:
+            return (values[self.names[0]],)
+        return self._ordered(values)
 
     def bind_digest(self, digest: str) -> tuple | dict[str, Any]:
         """Parameters for a statement whose only parameter is ``kdigest`` (the hot path)."""
