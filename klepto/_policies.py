@@ -190,20 +190,22 @@ class LFUPolicy(Policy):
         self._counts.pop(key, None)
 
     def victims(self, keys: Collection[Hashable]) -> list[Hashable]:
+        if len(self._counts) != len(keys):
+            self._adopt(keys)
         counts = self._counts
-        if len(counts) != len(keys):
-            keys = list(keys)  # a copy, as in _adopt
-            current = set(keys)
-            adopted = {key: 0 for key in keys if key not in counts}  # never used: first to go
-            self._counts = counts = {
-                **adopted,
-                **{key: count for key, count in counts.items() if key in current},
-            }
         batch = max(2, (self.maxsize or 0) // 10)
         chosen = heapq.nsmallest(batch, counts, key=counts.__getitem__)
         for key in chosen:
             del counts[key]
         return chosen
+
+    def _adopt(self, keys: Collection[Hashable]) -> None:
+        """Forget stale keys; keys loaded behind the policy's back count 0 and come first."""
+        keys = list(keys)  # a copy, as in _adopt
+        current = set(keys)
+        adopted = {key: 0 for key in keys if key not in self._counts}
+        kept = {key: count for key, count in self._counts.items() if key in current}
+        self._counts = {**adopted, **kept}
 
     def clear(self) -> None:
         self._counts.clear()
@@ -246,15 +248,18 @@ class RRPolicy(Policy):
 
     def victims(self, keys: Collection[Hashable]) -> list[Hashable]:
         if len(self._keys) != len(keys):
-            # Draw over the whole cache, as classic klepto does (and as the stream expects).
-            self._keys[:] = list(keys)  # a copy, as in _adopt
-            self._index = {key: position for position, key in enumerate(self._keys)}
+            self._adopt(keys)
         if not self._keys:
             return []
         choose = self.choice if self.choice is not None else random.choice
         victim = choose(self._keys)
         self.remove(victim)
         return [victim]
+
+    def _adopt(self, keys: Collection[Hashable]) -> None:
+        """Draw over the whole cache, as classic klepto does (and as the stream expects)."""
+        self._keys[:] = list(keys)  # a copy, as in _adopt
+        self._index = {key: position for position, key in enumerate(self._keys)}
 
     def clear(self) -> None:
         self._keys.clear()
