@@ -950,6 +950,21 @@ def test_e3_locks(decorator):
 
 
 @every
+def test_e3_open_files(decorator, tmp_path):
+    @decorator()
+    def first_line(handle):
+        handle.seek(0)
+        return handle.readline()
+
+    (tmp_path / "a.txt").write_text("alpha\n")
+    (tmp_path / "b.txt").write_text("beta\n")
+    with open(tmp_path / "a.txt") as a, open(tmp_path / "b.txt") as b:
+        assert first_line(a) == "alpha\n"
+        assert first_line(b) == "beta\n"
+        assert first_line(a) == "alpha\n"
+
+
+@every
 def test_e3_object_whose_eq_raises(decorator):
     class Touchy:
         def __eq__(self, other):
