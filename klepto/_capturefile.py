@@ -127,7 +127,10 @@ class CaptureFile:
     # --- writing --------------------------------------------------------------------------
     def add_record(self, record: str | bytes) -> int:
         """Append a record; return the new record count (so, its 1-based number)."""
-        return self._writing("add a record to").append(record) + 1
+        file = self._file
+        if file is None or not self.to_write:  # the checks inline: this is the hot path
+            file = self._writing("add a record to")
+        return file.append(record) + 1
 
     def commit(self) -> None:
         self._writing("commit").commit()

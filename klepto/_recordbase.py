@@ -15,6 +15,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from itertools import chain
 from typing import Any, TypeVar, overload
 
 from klepto import _recordformat as fmt
@@ -80,7 +81,13 @@ class RecordFileBase(Sequence):
         writer = None
         if self.writable:
             writer = Writer(
-                fd, self._path, header, located.state, durable=self.durable, clock=self._clock
+                fd,
+                self._path,
+                header,
+                located.state,
+                durable=self.durable,
+                clock=self._clock,
+                encoding=self.encoding or "utf-8",
             )
         self._header = header
         self._state = located.state
@@ -267,10 +274,15 @@ class RecordFileBase(Sequence):
         return self._iter_range(start, stop)
 
     def _iter_range(self, start: int, stop: int) -> Iterator[Any]:
+        # A frame's records come as one list; chaining the lists keeps the per-record step
+        # in C (a generator yielding every record would cost a frame resumption each).
+        return chain.from_iterable(self._batches(start, stop))
+
+    def _batches(self, start: int, stop: int) -> Iterator[list[Any]]:
         i = start
         while i < stop:
             batch = self._batch(i, stop)
-            yield from batch
+            yield batch
             i += len(batch)
 
     def _batch(self, i: int, stop: int) -> list[Any]:

@@ -51,12 +51,11 @@ class Frame:
         payload = self.payload
         if encoding is None:
             return [payload[a:b] for a, b in zip(starts, ends[k0:k1])]
-        if _is_utf8(encoding):
-            segment = payload[begin : ends[k1 - 1]]
-            if segment.isascii():
-                # ASCII is UTF-8 with one byte per character: decode once, slice by offsets.
-                text = segment.decode("ascii")
-                return [text[a - begin : b - begin] for a, b in zip(starts, ends[k0:k1])]
+        if _is_utf8(encoding) and payload[begin : ends[k1 - 1]].isascii():
+            # ASCII records are UTF-8 with one byte per character: decode the payload once
+            # (latin-1 maps every byte, the length table too) and slice at the byte offsets.
+            text = payload.decode("latin-1")
+            return [text[a:b] for a, b in zip(starts, ends[k0:k1])]
         return [payload[a:b].decode(encoding) for a, b in zip(starts, ends[k0:k1])]
 
 

@@ -63,12 +63,15 @@ class Writer:
         *,
         durable: bool,
         clock: Callable[[], int] = time.time_ns,
+        encoding: str = "utf-8",
     ) -> None:
         self.fd = fd
         self.path = path
         self.header = header
         self.durable = durable
         self.clock = clock
+        self.encoding = encoding
+        self.frame_size = header.frame_size
         self.committed = state
         self._load(state)
 
@@ -124,18 +127,28 @@ class Writer:
         return data
 
     # --- appending ------------------------------------------------------------------------
-    def append(self, data: bytes) -> int:
-        size = len(data)
-        if size >= self.header.frame_size:
-            return self.append_large(data)
+    def append(self, record: bytes | bytearray | memoryview | str) -> int:
+        """Add one record (``str`` is encoded with ``encoding``); return its number."""
+        if type(record) is not bytes:
+            record = self._as_bytes(record)
+        size = len(record)
+        if size >= self.frame_size:
+            return self.append_large(record)
         if self.sample is not None:
-            self._take_sample(data)
-        self.pending.append(data)
-        self.pending_size += size + 2
+            self._take_sample(record)
+        self.pending.append(record)
+        self.pending_size += size + 2  # + the frame's length-table entry
         self.count += 1
-        if self.pending_size >= self.header.frame_size:
+        if self.pending_size >= self.frame_size:
             self.cut()
         return self.count - 1
+
+    def _as_bytes(self, record: object) -> bytes:
+        if isinstance(record, str):
+            return record.encode(self.encoding)
+        if isinstance(record, (bytes, bytearray, memoryview)):
+            return bytes(record)
+        raise TypeError(f"a record must be bytes or str, not {type(record).__name__}")
 
     def _take_sample(self, data: bytes) -> None:
         sample = self.sample
@@ -169,7 +182,7 @@ class Writer:
         for record in records:
             group.append(record)
             size += len(record) + 2
-            if size >= self.header.frame_size:
+            if size >= self.frame_size:
                 self._emit(group)
                 group, size = [], 0
         if group:

@@ -1,0 +1,470 @@
+"""Record files that many processes keep open and take turns writing.
+
+A :class:`~klepto.records.RecordFile` opened for writing owns the writer lock until it is
+closed, so a file has one writer at a time for as long as it is open. A
+:class:`SharedRecordFile` is what the file archive needs instead: every process keeps the
+file open as a *reader*, and a process that wants to write takes a short **turn**::
+
+    with shared.turn() as change:     # OS lock; catch up with other writers' commits
+        ...                           # change says which records are new to this object
+        shared.append(record)
+        shared.commit()
+    # lock released; uncommitted records (an exception) are discarded
+
+A turn costs one ``flock`` pair and one ``fstat`` when nobody else wrote since this
+object's last turn: the writer state is kept between turns and reused while the file is
+unchanged. Otherwise the new commits are located from the commit pointers (never by
+replaying the file) and a torn tail left by a killed writer is truncated, exactly as when a
+``RecordFile`` is opened for writing.
+
+Readers call :meth:`SharedRecordFile.poll` before reading: it notices new commits, and a
+file that was replaced (by :meth:`rewrite` in another process: its link count drops to 0)
+or deleted, in which case it reopens the path (creating an empty file if none is there).
+Files and the lock file are opened with ``O_NOFOLLOW``: a symbolic link planted at either
+name is refused, never written through. A child process created by ``fork`` takes its own
+turns (the inherited lock handle is never used).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import stat
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple
+
+from klepto import _recordformat as fmt
+from klepto._recordcreate import RecordFileReadOnly, create_file, recover
+from klepto._recordread import FrameReader
+from klepto._recordscan import InvalidRecordFile, Located, locate, pread, read_commit
+from klepto._recordwriter import Writer
+from klepto.errors import CorruptRecordError
+from klepto.records import DEFAULT_FRAME_SIZE, RecordFile
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: the portable (slower) lock below
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = ["Change", "CommitPoint", "SharedRecordFile"]
+
+logger = logging.getLogger("klepto.records")
+
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+# O_NONBLOCK: a FIFO planted at the name must not hang the open (no effect on regular files).
+_OPEN_FLAGS = _NOFOLLOW | getattr(os, "O_NONBLOCK", 0)
+_READ_ONLY_ERRORS = {errno.EACCES, errno.EPERM, errno.EROFS}
+_SLACK = 512  # read this much past a frame's nominal size: one read covers most frames
+_open_files: weakref.WeakSet[SharedRecordFile] = weakref.WeakSet()
+
+
+class Change(NamedTuple):
+    """What :meth:`SharedRecordFile.poll` or a turn found: records ``start .. count - 1``
+    are new to this object; ``replaced`` means the file is another one (read it all)."""
+
+    replaced: bool
+    start: int
+    count: int
+
+
+class CommitPoint(NamedTuple):
+    """Identifies one commit of one file (to check later that a file still holds it)."""
+
+    file_id: str
+    seq: int
+    offset: int
+    count: int
+    timestamp_ns: int
+
+
+class SharedRecordFile(RecordFile):
+    """A record file read by many processes, each of which may take turns writing it.
+
+    Created (empty, with ``metadata``) if ``path`` does not exist. ``strict=True`` refuses
+    a file whose last pointed-to commit is damaged (:class:`CorruptRecordError`) instead
+    of reading it as of the commit before, and a turn never truncates such a file. The
+    lock file is ``path + '.lock'`` (the same one ``RecordFile`` writers use). Format
+    options are those of :class:`RecordFile`; compression is off by default.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        durability: str = "flush",
+        metadata: bytes | None = None,
+        strict: bool = False,
+        compression: str | None = None,
+        level: int | None = None,
+        frame_size: int = DEFAULT_FRAME_SIZE,
+        dictionary_size: int = 0,
+        clock: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self._lock_path = os.fspath(path) + ".lock"
+        self._lock_fd: int | None = None
+        self._strict = strict
+        self._fd_writable = False
+        self._spare: Writer | None = None
+        self._in_turn = False
+        super().__init__(
+            path,
+            "r",
+            durability=durability,
+            metadata=metadata,
+            compression=compression,
+            level=level,
+            frame_size=frame_size,
+            dictionary_size=dictionary_size,
+            clock=clock,
+        )
+        _open_files.add(self)
+
+    # --- opening ----------------------------------------------------------------------------
+    def _open_fd(self) -> int:
+        fd = self._open_existing()
+        if fd is not None:
+            return fd
+        with self._os_lock():  # one creator; the others open what it published
+            fd = self._open_existing()
+            if fd is None:
+                fd = create_file(
+                    self._path,
+                    self._format,
+                    durable=self.durable,
+                    clock=self._clock,
+                    fill=self._fill_initial,
+                )
+                self._fd_writable = True
+        return fd
+
+    def _open_existing(self) -> int | None:
+        """The file opened for reading and writing (reading only if that is refused)."""
+        try:
+            fd = os.open(self._path, os.O_RDWR | _OPEN_FLAGS)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise _symlink_refused(self._path) from None
+            if exc.errno not in _READ_ONLY_ERRORS:
+                raise
+            fd = os.open(self._path, os.O_RDONLY | _OPEN_FLAGS)
+            self._fd_writable = False
+            return fd
+        self._fd_writable = True
+        return fd
+
+    def _attach(self, fd: int) -> None:
+        """Read the header and the last commit of ``fd`` (as a reader; nothing is repaired)."""
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise InvalidRecordFile("not a regular file", path=self._path, offset=0)
+        head = pread(fd, fmt.DATA_START, 0)
+        try:
+            header = fmt.decode_header(head)
+        except fmt.NotARecordFile as exc:
+            raise InvalidRecordFile(str(exc), path=self._path, offset=0) from None
+        located = locate(fd, self._path, header, head)
+        self._judge(located)
+        self._header = header
+        self._state = located.state
+        self._reader = FrameReader(self._path, header, self._read_at)
+        self._identity = (info.st_dev, info.st_ino)
+        self._writer = None
+        self._spare = None
+        self._fd = fd
+
+    def _judge(self, located: Located) -> None:
+        """Raise (strict) or warn when a commit pointer names a damaged commit."""
+        if not located.problems:
+            return
+        state = located.state
+        if self._strict:
+            raise CorruptRecordError(
+                "; ".join(located.problems), path=self._path, offset=state.end
+            )
+        logger.warning(
+            "%s: reading as of commit %d (%d records): %s",
+            self._path,
+            state.seq,
+            state.count,
+            "; ".join(located.problems),
+        )
+
+    @property
+    def read_only(self) -> bool:
+        """True when this process may not write the file (opened read-only)."""
+        return not self._fd_writable
+
+    @property
+    def commit_point(self) -> CommitPoint:
+        """The last commit this object has seen."""
+        state = self._committed()
+        return CommitPoint(
+            self.file_id, state.seq, state.last_commit, state.count, state.timestamp_ns
+        )
+
+    def holds(self, point: CommitPoint) -> bool:
+        """Whether this file contains the commit ``point`` (as of the last poll or turn)."""
+        state = self._committed()
+        if point.file_id != self.file_id or point.seq > state.seq:
+            return False
+        if point.seq == 0:
+            return point.count == 0
+        assert self._fd is not None
+        commit = read_commit(self._fd, point.offset, self._header.file_id, state.end)
+        return commit is not None and (
+            commit.seq,
+            commit.record_count,
+            commit.timestamp_ns,
+        ) == (point.seq, point.count, point.timestamp_ns)
+
+    # --- direct record access (for an index that remembers where records are) ------------
+    def frame_of(self, number: int) -> int:
+        """File offset of the frame holding committed record ``number``."""
+        state = self._committed()
+        if not 0 <= number < state.count:
+            raise IndexError(f"record {number} is not committed ({state.count} records)")
+        return self._reader.find(state.index, number)[1]
+
+    def record_in_frame(self, number: int, offset: int) -> bytes:
+        """Record ``number`` from the frame at ``offset`` (from :meth:`frame_of`).
+
+        One checked read, bypassing the record index and the frame cache (a random read
+        of a large file would miss both).
+        """
+        reader = self._reader
+        block, body = reader.block(offset, fmt.FRAME, self._header.frame_size + _SLACK)
+        k = number - block.a
+        if not 0 <= k < block.b:
+            raise fmt.corrupt(f"frame does not hold record {number}", self._path, offset)
+        frame = reader.decode(block, body, self._committed().dictionary)
+        return frame.record(k)
+
+    # --- following other processes -------------------------------------------------------
+    def poll(self) -> Change | None:
+        """Catch up with commits made by others; ``None`` if there were none.
+
+        Inside a turn this object is already up to date and ``None`` is returned.
+        """
+        with self._lock:
+            self._check_open()
+            if self._writer is not None:
+                return None
+            fd = self._fd
+            assert fd is not None
+            info = os.fstat(fd)
+            if info.st_nlink == 0:
+                return self._reopen()
+            state = self._state
+            if info.st_size == state.end:
+                return None
+            self._check_size(info.st_size)
+            head = pread(fd, fmt.DATA_START, 0)
+            located = locate(fd, self._path, self._header, head, state, extend=False)
+            if located.state.seq == state.seq:
+                return None  # a commit being written (or a torn tail): nothing new yet
+            self._state = located.state
+            return Change(False, state.count, located.state.count)
+
+    def _check_size(self, size: int) -> None:
+        if size < self._state.end:
+            raise CorruptRecordError(
+                f"the file shrank below its last commit ({size} < {self._state.end} bytes)",
+                path=self._path,
+                offset=size,
+            )
+
+    def _reopen(self) -> Change:
+        """Open the file now at the path (replaced, or deleted: then a new empty one)."""
+        old = self._fd
+        fd = self._open_fd()
+        try:
+            self._attach(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        if old is not None:
+            os.close(old)
+        logger.debug("%s: the file was replaced; reopened it", self._path)
+        return Change(True, 0, self._state.count)
+
+    # --- turns ----------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def turn(self) -> Iterator[Change | None]:
+        """Be this file's writer for the ``with`` block (see the module docstring).
+
+        Yields what the catching up found (``None``: nothing new). Records not committed
+        when the block ends are discarded. Nested turns join the outer one (and get
+        ``None``). Other threads of this process wait for the turn to end.
+        """
+        with self._lock:
+            if self._in_turn:
+                yield None
+                return
+            self._check_open()
+            if not self._fd_writable:
+                raise RecordFileReadOnly(f"cannot write: {self._path} is open read-only")
+            with self._os_lock():
+                change = self._begin_turn()
+                self._in_turn = True
+                try:
+                    yield change
+                finally:
+                    self._in_turn = False
+                    self._end_turn()
+
+    def _begin_turn(self) -> Change | None:
+        fd = self._fd
+        assert fd is not None
+        change = None
+        info = os.fstat(fd)
+        if info.st_nlink == 0:
+            change = self._reopen()
+            fd = self._fd
+            assert fd is not None
+            info = os.fstat(fd)
+        spare = self._spare
+        if info.st_size == self._state.end and spare is not None and spare.committed is self._state:
+            self._writer = spare  # nobody wrote since our last turn: reuse the writer
+            return change
+        return self._catch_up(fd, info.st_size) or change
+
+    def _catch_up(self, fd: int, size: int) -> Change | None:
+        """Locate the latest commit, repair a torn tail, and become the writer."""
+        self._check_size(size)
+        old = self._state
+        head = pread(fd, fmt.DATA_START, 0)
+        located = locate(fd, self._path, self._header, head, old)
+        self._judge(located)
+        if located.problems or located.tail_bytes:
+            recover(fd, self._path, located, durable=self.durable)
+            self._reader.clear()
+        state = located.state
+        self._state = state
+        self._writer = Writer(
+            fd, self._path, self._header, state, durable=self.durable, clock=self._clock
+        )
+        if state.seq == old.seq:
+            return None
+        return Change(False, old.count, state.count)
+
+    def _end_turn(self) -> None:
+        writer, self._writer = self._writer, None
+        self._spare = None
+        if writer is None or self._fd is None:
+            return  # a failed commit closed the file
+        if writer.dirty:
+            writer.resync()  # discard what was not committed, on disk and in memory
+            self._reader.clear()
+        self._state = writer.committed
+        self._spare = writer
+
+    @contextlib.contextmanager
+    def rewrite(self, **format_options: Any) -> Iterator[RecordFile]:
+        """Replace the file atomically (see ``RecordFile.rewrite``); only during a turn.
+
+        Other processes notice the new file at their next poll or turn. This object stays
+        the writer, on the new file, until the turn ends.
+        """
+        if not self._in_turn:
+            raise RecordFileReadOnly("rewrite() needs a turn: use it inside `with turn()`")
+        with super().rewrite(**format_options) as fresh:
+            yield fresh
+        assert self._fd is not None
+        self._writer = Writer(
+            self._fd, self._path, self._header, self._state, durable=self.durable, clock=self._clock
+        )
+
+    # --- the inter-process lock -----------------------------------------------------------
+    @contextlib.contextmanager
+    def _os_lock(self) -> Iterator[None]:
+        if fcntl is None:  # pragma: no cover - no flock on this platform
+            from klepto._fs import InterProcessLock
+
+            with InterProcessLock(self._lock_path):
+                yield
+            return
+        fd = self._acquire_lock_file()
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def _acquire_lock_file(self) -> int:
+        """Lock the lock file; if it was deleted meanwhile (a dropped archive), the new one."""
+        assert fcntl is not None
+        while True:
+            fd = self._lock_fd
+            if fd is None:
+                fd = self._lock_fd = _open_lock(self._lock_path)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if os.fstat(fd).st_nlink:
+                return fd
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            self._lock_fd = None
+            os.close(fd)
+
+    def remove_lock_file(self) -> None:
+        """Delete the lock file (during a turn, when the file itself was deleted)."""
+        if not self._in_turn:
+            raise RecordFileReadOnly("remove_lock_file() needs a turn")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._lock_path)
+
+    # --- lifecycle ------------------------------------------------------------------------
+    def _release(self) -> None:
+        self._spare = None
+        lock_fd, self._lock_fd = self._lock_fd, None
+        try:
+            super()._release()
+        finally:
+            if lock_fd is not None:
+                os.close(lock_fd)
+
+    def _after_fork(self) -> None:
+        """In a forked child: forget the parent's turn and lock handle (never use them)."""
+        self._lock = threading.RLock()
+        self._reader._lock = threading.Lock()
+        self._writer = None
+        self._spare = None
+        self._in_turn = False
+        self._pid = os.getpid()
+        lock_fd, self._lock_fd = self._lock_fd, None
+        if lock_fd is not None:
+            os.close(lock_fd)  # the parent's own handle keeps its lock, if it holds one
+
+    def __reduce__(self) -> tuple:
+        return (_reopen_shared, (self._path, self._durability, self._strict))
+
+
+def _reopen_shared(path: str, durability: str, strict: bool) -> SharedRecordFile:
+    return SharedRecordFile(path, durability=durability, strict=strict)
+
+
+def _symlink_refused(path: str) -> OSError:
+    return OSError(errno.ELOOP, "refusing to open a symbolic link (it could point anywhere)", path)
+
+
+def _open_lock(path: str) -> int:
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT | _OPEN_FLAGS, 0o600)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise _symlink_refused(path) from None
+        raise
+
+
+def _forget_parent_locks() -> None:
+    for shared in list(_open_files):
+        if shared._fd is not None:
+            shared._after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_parent_locks)
