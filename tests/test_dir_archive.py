@@ -448,3 +448,17 @@ def test_classic_layout_is_reported(tmp_path, caplog):
     with caplog.at_level("WARNING", logger="klepto.archives.directory"):
         d = dir_archive(str(tmp_path / "old"), cached=False)
     assert "classic klepto dir_archive" in caplog.text and len(d) == 0
+
+
+def test_file_systems_without_hard_links(tmp_path, monkeypatch):
+    import errno
+
+    def no_links(*args, **kwds):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    d = dir_archive(str(tmp_path / "nolinks"), cached=False)
+    assert d.setdefault("a", 1) == 1 and d.setdefault("a", 2) == 1
+    d["b"] = 2
+    assert d.pop("b") == 2 and d.popitem() == ("a", 1)
+    assert dir_archive(str(tmp_path / "nolinks"), cached=False).settings()["kind"] == "dir"
