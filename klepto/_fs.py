@@ -59,6 +59,54 @@ def makedirs(path: PathLike, mode: int | None = None) -> Path:
     return target
 
 
+_SEEK_GUARD = threading.Lock()
+
+
+def pread(fd: int, size: int, offset: int) -> bytes:
+    """Up to ``size`` bytes at ``offset`` (fewer only at the end of the file).
+
+    Positional: no shared file position, so threads can read one descriptor at once.
+    (Where ``os.pread`` is missing, on Windows, a process-wide lock guards seek + read.)
+    """
+    data = _pread_once(fd, size, offset)
+    if len(data) == size or not data:
+        return data
+    parts = [data]
+    got = len(data)
+    while got < size:  # a read may return less than asked (large sizes, signals)
+        more = _pread_once(fd, size - got, offset + got)
+        if not more:
+            break
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)
+
+
+def pwrite_all(fd: int, data: bytes | bytearray | memoryview, offset: int) -> None:
+    """Write every byte of ``data`` at ``offset`` (positionally, like :func:`pread`)."""
+    view = memoryview(data)
+    while view:
+        written = _pwrite_once(fd, view, offset)
+        view = view[written:]
+        offset += written
+
+
+if hasattr(os, "pread"):
+    _pread_once = os.pread
+    _pwrite_once = os.pwrite
+else:  # pragma: no cover - Windows
+
+    def _pread_once(fd: int, size: int, offset: int) -> bytes:
+        with _SEEK_GUARD:
+            os.lseek(fd, offset, os.SEEK_SET)
+            return os.read(fd, size)
+
+    def _pwrite_once(fd: int, data: memoryview, offset: int) -> int:
+        with _SEEK_GUARD:
+            os.lseek(fd, offset, os.SEEK_SET)
+            return os.write(fd, data)
+
+
 def write_all(fd: int, data: bytes | memoryview) -> None:
     """Write every byte of ``data`` to ``fd`` (``os.write`` may write less than asked)."""
     view = memoryview(data)

@@ -9,6 +9,7 @@ follows a file that another process writes. The write API is added by ``RecordFi
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import operator
 import os
@@ -28,6 +29,7 @@ from klepto._recordwriter import _UNSET, Writer, sync
 from klepto.errors import CorruptRecordError
 
 logger = logging.getLogger("klepto.records")
+_NO_LOCK = contextlib.nullcontext()
 _Self = TypeVar("_Self", bound="RecordFileBase")
 
 
@@ -249,6 +251,8 @@ class RecordFileBase(Sequence):
         writer = self._writer
         if writer is None:
             state = self._state
+            if i >= state.count:  # only after a rewrite replaced the file with a shorter one
+                raise IndexError(f"record index {i} out of range ({state.count} records)")
             return self._reader.record(state.index, state.dictionary, i)
         with self._lock:
             if i >= writer.framed:
@@ -313,11 +317,35 @@ class RecordFileBase(Sequence):
         return frame.records(i - first, k1, self.encoding)
 
     def record_chunks(self, index: int, chunk_size: int = 1 << 20) -> Iterator[bytes]:
-        """Record ``index`` as a stream of ``bytes`` chunks (for records too big to copy)."""
-        record = self._raw_record(range(len(self))[index])
+        """Record ``index`` as ``bytes`` chunks, never holding a large record whole.
+
+        A record stored in a frame of its own is checked (CRC) in a first pass over the
+        file and then decompressed piece by piece; smaller records are simply sliced.
+        """
+        i = range(len(self))[index]
+        writer = self._writer
+        if writer is not None and i >= writer.framed:
+            record = self._raw_record(i)
+        else:
+            with self._lock if writer is not None else _NO_LOCK:
+                index_, dictionary = self._index_and_dictionary()
+                offset = self._reader.find(index_, i)[1]
+                streamed = self._reader.stream(offset, dictionary, chunk_size)
+            if streamed is not None:
+                yield from streamed
+                return
+            record = self._raw_record(i)
         view = memoryview(record)
         for start in range(0, len(view), chunk_size):
             yield bytes(view[start : start + chunk_size])
+
+    def _index_and_dictionary(self) -> tuple[FrameIndex, int]:
+        writer = self._writer
+        if writer is not None:
+            return writer.index, writer.dictionary
+        self._check_open()
+        state = self._state
+        return state.index, state.dictionary
 
     def get_metadata(self) -> bytes | None:
         """The metadata as of the last commit (or ``refresh()``); a writer sees its own."""

@@ -25,6 +25,7 @@ import sys
 import time
 import zlib
 from array import array
+from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import accumulate
 
@@ -385,6 +386,11 @@ class _NoCodec:
     def stream_decompressor(self):  # pragma: no cover
         raise NotImplementedError
 
+    def stream_decompress(
+        self, pieces: Iterator[bytes], chunk_size: int, use_dict: bool
+    ) -> Iterator[bytes]:
+        return pieces
+
 
 class _ZlibCodec:
     """zlib frames; a preset dictionary (``zdict``) is primed once and copied per frame."""
@@ -420,6 +426,24 @@ class _ZlibCodec:
     def stream_decompressor(self):
         return zlib.decompressobj()
 
+    def stream_decompress(
+        self, pieces: Iterator[bytes], chunk_size: int, use_dict: bool
+    ) -> Iterator[bytes]:
+        """Decompress a body given in ``pieces``, yielding at most ``chunk_size`` at a time."""
+        worker = zlib.decompressobj(15, self.zdict if use_dict and self.zdict else b"")
+        for piece in pieces:
+            pending = piece
+            while pending:
+                out = worker.decompress(pending, chunk_size)
+                pending = worker.unconsumed_tail
+                if out:
+                    yield out
+        tail = worker.flush()
+        if tail:
+            yield tail
+        if not worker.eof or worker.unused_data:
+            raise zlib.error("incomplete or over-long compressed frame")
+
 
 class _ZstdCodec:
     """Zstandard frames (``pip install 'klepto[zstd]'``), with a raw-content dictionary."""
@@ -442,13 +466,48 @@ class _ZstdCodec:
         return (self._dict_c if use_dict else self._plain_c).compress(data)
 
     def decompress(self, data: bytes | memoryview, use_dict: bool) -> bytes:
-        return (self._dict_d if use_dict else self._plain_d).decompress(data)
+        try:
+            return (self._dict_d if use_dict else self._plain_d).decompress(data)
+        except self._zstd.ZstdError as exc:
+            raise ValueError(str(exc)) from None
 
     def stream_compressor(self):
         return self._plain_c.compressobj()
 
     def stream_decompressor(self):
         return self._plain_d.decompressobj()
+
+    def stream_decompress(
+        self, pieces: Iterator[bytes], chunk_size: int, use_dict: bool
+    ) -> Iterator[bytes]:
+        """Decompress a body given in ``pieces``, yielding at most ``chunk_size`` at a time."""
+        decompressor = self._dict_d if use_dict else self._plain_d
+        try:
+            with decompressor.stream_reader(_PieceReader(pieces)) as reader:
+                while out := reader.read(chunk_size):
+                    yield out
+        except self._zstd.ZstdError as exc:
+            raise ValueError(str(exc)) from None
+
+
+class _PieceReader:
+    """A minimal readable file over an iterator of byte strings (for zstd's stream_reader)."""
+
+    def __init__(self, pieces: Iterator[bytes]) -> None:
+        self._pieces = pieces
+        self._rest = b""
+
+    def read(self, size: int = -1) -> bytes:
+        while not self._rest:
+            piece = next(self._pieces, None)
+            if piece is None:
+                return b""
+            self._rest = piece
+        if size < 0 or size >= len(self._rest):
+            out, self._rest = self._rest, b""
+        else:
+            out, self._rest = self._rest[:size], self._rest[size:]
+        return out
 
 
 CODECS = {0: _NoCodec, 1: _ZlibCodec, 2: _ZstdCodec}

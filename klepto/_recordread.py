@@ -148,6 +148,48 @@ class FrameReader:
             raise fmt.corrupt(f"undecodable frame ({exc})", self.path, block.offset) from None
         return Frame(block.a, payload, start, ends)
 
+    def stream(self, offset: int, dictionary: int, chunk_size: int) -> Iterator[bytes] | None:
+        """The record of the single-record frame at ``offset`` in chunks (``None``: not one).
+
+        The body's CRC is checked first, in a pass that holds one chunk at a time, so no
+        unverified byte is ever returned; then it is read again and decompressed in pieces.
+        """
+        head = self.read(offset, fmt.BLOCK_SIZE)
+        block = fmt.decode_block(head, 0, offset) if len(head) == fmt.BLOCK_SIZE else None
+        if block is None or block.kind != fmt.FRAME:
+            raise fmt.corrupt("damaged frame block header", self.path, offset)
+        if block.b != 1 or block.body_len <= _CACHE_LIMIT:
+            return None
+        crc = 0
+        for piece in self._body_pieces(block, chunk_size):
+            crc = fmt.crc32(piece, crc)
+        if crc != block.body_crc:
+            raise fmt.corrupt("frame block checksum mismatch", self.path, offset)
+        return self._unpacked_pieces(block, dictionary, chunk_size)
+
+    def _body_pieces(self, block: fmt.Block, chunk_size: int) -> Iterator[bytes]:
+        pos = block.body_start
+        while pos < block.end:
+            piece = self.read(pos, min(chunk_size, block.end - pos))
+            if not piece:
+                raise fmt.corrupt("frame block truncated", self.path, block.offset)
+            pos += len(piece)
+            yield piece
+
+    def _unpacked_pieces(
+        self, block: fmt.Block, dictionary: int, chunk_size: int
+    ) -> Iterator[bytes]:
+        pieces = self._body_pieces(block, chunk_size)
+        if not block.flags & fmt.F_COMPRESSED:
+            yield from pieces
+            return
+        use_dict = bool(block.flags & fmt.F_DICT)
+        codec = self.codec(dictionary if use_dict else 0)
+        try:
+            yield from codec.stream_decompress(pieces, chunk_size, use_dict)
+        except (ValueError, zlib.error) as exc:
+            raise fmt.corrupt(f"undecodable frame ({exc})", self.path, block.offset) from None
+
     def _payload(self, flags: int, body: bytes, dictionary: int) -> bytes:
         if not flags & fmt.F_COMPRESSED:
             return body

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from klepto import _recordformat as fmt
+from klepto._fs import pread
 from klepto._recordindex import FrameIndex
 from klepto.errors import CorruptRecordError
 
@@ -25,22 +26,6 @@ _CHUNK = 1 << 20
 
 class InvalidRecordFile(CorruptRecordError):
     """The file is not a record file, has an unsupported version, or lost its commit pointers."""
-
-
-def pread(fd: int, size: int, offset: int) -> bytes:
-    """Up to ``size`` bytes at ``offset`` (fewer only at the end of the file)."""
-    data = os.pread(fd, size, offset)
-    if len(data) == size or not data:
-        return data
-    parts = [data]
-    got = len(data)
-    while got < size:
-        more = os.pread(fd, size - got, offset + got)
-        if not more:
-            break
-        parts.append(more)
-        got += len(more)
-    return b"".join(parts)
 
 
 def body_crc(fd: int, block: fmt.Block) -> int:

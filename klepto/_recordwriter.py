@@ -21,7 +21,8 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from klepto import _recordformat as fmt
-from klepto._recordscan import State, locate, pread
+from klepto._fs import pread, pwrite_all
+from klepto._recordscan import State, locate
 
 FLUSH_AT = 1 << 20  # write the buffer to the file once it holds this much
 STREAM_AT = 4 << 20  # records at least this large are compressed and written in chunks
@@ -41,14 +42,6 @@ def sync(fd: int) -> None:
         os.fdatasync(fd)
     else:
         os.fsync(fd)
-
-
-def pwrite_all(fd: int, data: bytes | bytearray | memoryview, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.pwrite(fd, view, offset)
-        view = view[written:]
-        offset += written
 
 
 class Writer:
@@ -204,6 +197,9 @@ class Writer:
         self._index_frame(first, offset)
 
     def _index_frame(self, first: int, offset: int) -> None:
+        if self.index is self.committed.index:
+            # The committed state keeps the index as of its commit: copy before changing it.
+            self.index = self.index.copy()
         index = self.index
         index.add(0, first, offset)
         level = 0

@@ -200,6 +200,32 @@ def test_empty_and_big_records(path, monkeypatch):
     assert os.path.getsize(path) < len(big) + len(text) // 4
 
 
+@pytest.mark.parametrize("compression", ["zlib", "zstd", None])
+def test_record_chunks_stream_big_records(path, monkeypatch, compression):
+    monkeypatch.setattr(_recordwriter, "STREAM_AT", 1 << 20)
+    text = b"".join(b"line %d of a big record\n" % i for i in range(200_000))
+    with RecordFile(path, "a", compression=compression) as f:
+        f.extend([b"small", text])
+        assert b"".join(f.record_chunks(1, 50_000)) == text  # the writer, uncommitted
+        f.commit()
+    with RecordFile(path) as f:
+        chunks = list(f.record_chunks(-1, 50_000))
+        assert b"".join(chunks) == text and max(map(len, chunks)) <= 50_000
+        assert list(f.record_chunks(0)) == [b"small"]
+        offset = f._reader.find(f._state.index, 1)[1]
+    with open(path, "r+b") as raw:  # damage the big record's frame near its end
+        raw.seek(offset + 8)
+        body_len = int.from_bytes(raw.read(8), "little")
+        raw.seek(offset + 32 + body_len - 3)
+        byte = raw.read(1)
+        raw.seek(offset + 32 + body_len - 3)
+        raw.write(bytes([byte[0] ^ 1]))
+    with RecordFile(path) as f:
+        chunks = f.record_chunks(1, 50_000)
+        with pytest.raises(CorruptRecordError):
+            next(chunks)  # checked before the first byte is handed out
+
+
 def test_append_stream(path):
     payload = b"stream me " * 500_000
     with RecordFile(path, "a") as f:
@@ -279,6 +305,30 @@ def test_deep_index_and_checkpoints(path, monkeypatch):
         assert f[1999] == data[-1]
     with RecordFile(path) as f:
         assert f[-2:] == [data[-1], b"tail"] and f.verify().ok
+
+
+def test_open_reads_a_bounded_amount(tmp_path, monkeypatch):
+    """Opening never replays the file: a 10x bigger file costs the same bytes to open."""
+    from klepto import _fs
+
+    real = _fs._pread_once
+    read: list[int] = []
+    costs = {}
+    for count in (2_000, 20_000):
+        path = str(tmp_path / f"open-{count}.krf")
+        with RecordFile(path, "a", frame_size=64) as f:  # a frame per record: a deep index
+            for start in range(0, count, 50):
+                f.extend(b"record %08d" % i for i in range(start, start + 50))
+                f.commit()
+        read.clear()
+        monkeypatch.setattr(
+            _fs, "_pread_once", lambda fd, n, at: (read.append(n), real(fd, n, at))[1]
+        )
+        with RecordFile(path) as f:
+            assert len(f) == count and f[count // 3] == b"record %08d" % (count // 3)
+        monkeypatch.setattr(_fs, "_pread_once", real)
+        costs[count] = sum(read)
+    assert costs[20_000] <= 256 * 1024 and costs[2_000] <= 256 * 1024, costs
 
 
 # --- modes, locking, closing ---------------------------------------------------------------------
