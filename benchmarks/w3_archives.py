@@ -9,6 +9,9 @@ Adding another archive kind is one entry in each. Stores are measured interleave
 The stores are created under ``$KLEPTO_BENCH_DIR``, by default the current directory: a
 disk the user keeps data on. (``/tmp`` is often a tmpfs, which flatters stores that make a
 file per key, or, as on some machines, a corner of a disk where creating files is slow.)
+Nothing is deleted before the end of the run: ext4 skips inodes freed in the last minutes
+when it allocates new ones, so creating files soon after many were deleted (by anyone)
+costs several times more, which would penalise whichever store runs next.
 """
 
 from __future__ import annotations
@@ -150,8 +153,7 @@ def _cumulative(stores: dict, base: Path, count: int, repeat: int) -> dict[str, 
             path = base / f"cum-{rep}-{i}"
             store = opener(str(path))
             samples[name].append(_write_seconds(store, 0, count) / count)
-            _close(store)
-            shutil.rmtree(path)
+            _close(store)  # kept until the end: deleting files slows the next file creations
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
@@ -229,7 +231,6 @@ def _large(stores: dict, base: Path, count: int, repeat: int) -> dict[str, tuple
                 float(store[_key(k)][-1])  # touch the data (memory-mapped reads are lazy)
             samples[name].append((wrote, (time.perf_counter() - started) / count))
             _close(store)
-            shutil.rmtree(path)
     return {
         name: (statistics.median(s[0] for s in got), statistics.median(s[1] for s in got))
         for name, got in samples.items()
