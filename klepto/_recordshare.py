@@ -51,7 +51,14 @@ try:
 except ImportError:  # pragma: no cover - Windows: the portable (slower) lock below
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["Change", "CommitPoint", "SharedRecordFile"]
+__all__ = [
+    "Change",
+    "CommitPoint",
+    "SharedRecordFile",
+    "commit_point_of",
+    "exclusive",
+    "frame_offset",
+]
 
 logger = logging.getLogger("klepto.records")
 
@@ -85,7 +92,9 @@ class CommitPoint(NamedTuple):
 class SharedRecordFile(RecordFile):
     """A record file read by many processes, each of which may take turns writing it.
 
-    Created (empty, with ``metadata``) if ``path`` does not exist. ``strict=True`` refuses
+    Created (empty, with ``metadata``) if ``path`` does not exist, unless ``create=False``
+    (then ``FileNotFoundError``). ``lock=False`` skips the inter-process lock: the caller
+    guarantees that one process at a time takes turns. ``strict=True`` refuses
     a file whose last pointed-to commit is damaged (:class:`CorruptRecordError`) instead
     of reading it as of the commit before, and a turn never truncates such a file. The
     lock file is ``path + '.lock'`` (the same one ``RecordFile`` writers use). Format
@@ -99,6 +108,8 @@ class SharedRecordFile(RecordFile):
         durability: str = "flush",
         metadata: bytes | None = None,
         strict: bool = False,
+        create: bool = True,
+        lock: bool = True,
         compression: str | None = None,
         level: int | None = None,
         frame_size: int = DEFAULT_FRAME_SIZE,
@@ -108,6 +119,8 @@ class SharedRecordFile(RecordFile):
         self._lock_path = os.fspath(path) + ".lock"
         self._lock_fd: int | None = None
         self._strict = strict
+        self._create = create
+        self._use_os_lock = lock
         self._fd_writable = False
         self._spare: Writer | None = None
         self._in_turn = False
@@ -129,6 +142,8 @@ class SharedRecordFile(RecordFile):
         fd = self._open_existing()
         if fd is not None:
             return fd
+        if not self._create:
+            raise FileNotFoundError(errno.ENOENT, "no such record file", self._path)
         with self._os_lock():  # one creator; the others open what it published
             fd = self._open_existing()
             if fd is None:
@@ -185,9 +200,7 @@ class SharedRecordFile(RecordFile):
             return
         state = located.state
         if self._strict:
-            raise CorruptRecordError(
-                "; ".join(located.problems), path=self._path, offset=state.end
-            )
+            raise CorruptRecordError("; ".join(located.problems), path=self._path, offset=state.end)
         logger.warning(
             "%s: reading as of commit %d (%d records): %s",
             self._path,
@@ -204,10 +217,7 @@ class SharedRecordFile(RecordFile):
     @property
     def commit_point(self) -> CommitPoint:
         """The last commit this object has seen."""
-        state = self._committed()
-        return CommitPoint(
-            self.file_id, state.seq, state.last_commit, state.count, state.timestamp_ns
-        )
+        return commit_point_of(self)
 
     def holds(self, point: CommitPoint) -> bool:
         """Whether this file contains the commit ``point`` (as of the last poll or turn)."""
@@ -227,10 +237,7 @@ class SharedRecordFile(RecordFile):
     # --- direct record access (for an index that remembers where records are) ------------
     def frame_of(self, number: int) -> int:
         """File offset of the frame holding committed record ``number``."""
-        state = self._committed()
-        if not 0 <= number < state.count:
-            raise IndexError(f"record {number} is not committed ({state.count} records)")
-        return self._reader.find(state.index, number)[1]
+        return frame_offset(self, number)
 
     def record_in_frame(self, number: int, offset: int) -> bytes:
         """Record ``number`` from the frame at ``offset`` (from :meth:`frame_of`).
@@ -238,12 +245,25 @@ class SharedRecordFile(RecordFile):
         One checked read, bypassing the record index and the frame cache (a random read
         of a large file would miss both).
         """
-        reader = self._reader
-        block, body = reader.block(offset, fmt.FRAME, self._header.frame_size + _SLACK)
-        k = number - block.a
-        if not 0 <= k < block.b:
+        data = self._read_at(offset, fmt.BLOCK_SIZE + self._header.frame_size + _SLACK)
+        if len(data) < fmt.BLOCK_SIZE:
+            raise fmt.corrupt("frame block truncated", self._path, offset)
+        kind, flags, reserved, body_crc, size, first, count, crc = fmt.BLOCK.unpack_from(data)
+        if kind != fmt.FRAME or reserved or fmt.crc32(data[:28]) != crc:
+            raise fmt.corrupt("damaged frame block header", self._path, offset)
+        end = fmt.BLOCK_SIZE + size
+        if end > len(data):
+            data += self._read_at(offset + len(data), end - len(data))
+        body = data[fmt.BLOCK_SIZE : end]
+        if len(body) != size or fmt.crc32(body) != body_crc:
+            raise fmt.corrupt("frame block checksum mismatch", self._path, offset)
+        k = number - first
+        if not 0 <= k < count:
             raise fmt.corrupt(f"frame does not hold record {number}", self._path, offset)
-        frame = reader.decode(block, body, self._committed().dictionary)
+        if flags == 0 and count == 1:
+            return body  # one raw record: the common case of one record per commit
+        block = fmt.Block(offset, kind, flags, body_crc, size, first, count, data[:32])
+        frame = self._reader.decode(block, body, self._committed().dictionary)
         return frame.record(k)
 
     # --- following other processes -------------------------------------------------------
@@ -384,6 +404,9 @@ class SharedRecordFile(RecordFile):
     # --- the inter-process lock -----------------------------------------------------------
     @contextlib.contextmanager
     def _os_lock(self) -> Iterator[None]:
+        if not self._use_os_lock:
+            yield
+            return
         if fcntl is None:  # pragma: no cover - no flock on this platform
             from klepto._fs import InterProcessLock
 
@@ -397,18 +420,14 @@ class SharedRecordFile(RecordFile):
             fcntl.flock(fd, fcntl.LOCK_UN)
 
     def _acquire_lock_file(self) -> int:
-        """Lock the lock file; if it was deleted meanwhile (a dropped archive), the new one."""
-        assert fcntl is not None
-        while True:
-            fd = self._lock_fd
-            if fd is None:
-                fd = self._lock_fd = _open_lock(self._lock_path)
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            if os.fstat(fd).st_nlink:
-                return fd
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            self._lock_fd = None
-            os.close(fd)
+        fd = self._lock_fd
+        if fd is not None and _locked_live(fd):
+            return fd
+        self._lock_fd = None
+        if fd is not None:
+            os.close(fd)  # the lock file was deleted (a dropped archive): lock the new one
+        fd = self._lock_fd = _lock_path(self._lock_path)
+        return fd
 
     def remove_lock_file(self) -> None:
         """Delete the lock file (during a turn, when the file itself was deleted)."""
@@ -447,6 +466,23 @@ def _reopen_shared(path: str, durability: str, strict: bool) -> SharedRecordFile
     return SharedRecordFile(path, durability=durability, strict=strict)
 
 
+def commit_point_of(records: RecordFile) -> CommitPoint:
+    """The last commit of any open record file (a reader's, or a writer's own)."""
+    state = records._committed()
+    return CommitPoint(
+        records.file_id, state.seq, state.last_commit, state.count, state.timestamp_ns
+    )
+
+
+def frame_offset(records: RecordFile, number: int) -> int:
+    """File offset of the frame holding committed record ``number`` of any record file."""
+    state = records._committed()
+    if not 0 <= number < state.count:
+        raise IndexError(f"record {number} is not committed ({state.count} records)")
+    index = records._writer.index if records._writer is not None else state.index
+    return records._reader.find(index, number)[1]
+
+
 def _symlink_refused(path: str) -> OSError:
     return OSError(errno.ELOOP, "refusing to open a symbolic link (it could point anywhere)", path)
 
@@ -458,6 +494,41 @@ def _open_lock(path: str) -> int:
         if exc.errno == errno.ELOOP:
             raise _symlink_refused(path) from None
         raise
+
+
+def _locked_live(fd: int) -> bool:
+    """Lock ``fd``; True if its file is still the lock file (not deleted meanwhile)."""
+    assert fcntl is not None
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    if os.fstat(fd).st_nlink:
+        return True
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    return False
+
+
+def _lock_path(path: str) -> int:
+    """A descriptor of the lock file ``path``, locked (a deleted lock file is recreated)."""
+    while True:
+        fd = _open_lock(path)
+        if _locked_live(fd):
+            return fd
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def exclusive(path: str | os.PathLike) -> Iterator[None]:
+    """Hold the writer lock of the record file ``path`` (as a turn does) for a block."""
+    if fcntl is None:  # pragma: no cover - no flock on this platform
+        from klepto._fs import InterProcessLock
+
+        with InterProcessLock(os.fspath(path) + ".lock"):
+            yield
+        return
+    fd = _lock_path(os.fspath(path) + ".lock")
+    try:
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def _forget_parent_locks() -> None:
