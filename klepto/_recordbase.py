@@ -430,16 +430,23 @@ class RecordFileBase(Sequence):
             if self.refresh() and on_change is not None:
                 on_change(self)
 
-    def verify(self, *, raise_errors: bool = False) -> VerifyReport:
+    def verify(
+        self,
+        *,
+        raise_errors: bool = False,
+        progress: Callable[[int, int | None], object] | None = None,
+    ) -> VerifyReport:
         """Check every checksum and structural link of the committed file.
 
         Returns a :class:`VerifyReport`; with ``raise_errors=True`` a damaged file raises
-        :class:`CorruptRecordError` for the first problem instead.
+        :class:`CorruptRecordError` for the first problem instead. ``progress(done, total)``
+        is called as the walk advances, in bytes checked of the committed total.
         """
         self._check_open()
         assert self._fd is not None
         with self._lock:
-            report = verify_file(self._fd, self._path, self._header, self._committed())
+            committed = self._committed()
+            report = verify_file(self._fd, self._path, self._header, committed, progress)
         if raise_errors:
             report.raise_if_damaged()
         return report

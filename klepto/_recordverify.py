@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from klepto import _recordformat as fmt
@@ -20,6 +21,8 @@ from klepto._recordindex import FrameIndex
 from klepto._recordread import FrameReader
 from klepto._recordscan import BlockWalker, State, body_crc, pread
 from klepto.errors import CorruptRecordError
+
+Progress = Callable[[int, "int | None"], object]  # progress(bytes checked, bytes to check)
 
 
 @dataclass
@@ -74,11 +77,13 @@ class _Verifier:
     def problem(self, offset: int, reason: str) -> None:
         self.report.problems.append((offset, reason))
 
-    def run(self, end: int) -> VerifyReport:
+    def run(self, end: int, progress: Progress | None = None) -> VerifyReport:
         walker = BlockWalker(self.fd, fmt.DATA_START, end)
         for block in walker:
             self.report.blocks += 1
             self.report.bytes_checked += block.end - block.offset
+            if progress is not None:
+                progress(block.end, end)
             if block.kind == fmt.COMMIT:
                 self.commit(block, walker.body(block))
                 continue
@@ -176,8 +181,10 @@ class _Verifier:
         return self.in_commit.get(pointer) == kind
 
 
-def verify_file(fd: int, path: str, header: fmt.FileHeader, state: State) -> VerifyReport:
-    report = _Verifier(fd, path, header).run(state.end)
+def verify_file(
+    fd: int, path: str, header: fmt.FileHeader, state: State, progress: Progress | None = None
+) -> VerifyReport:
+    report = _Verifier(fd, path, header).run(state.end, progress)
     report.tail_bytes = max(os.fstat(fd).st_size - state.end, 0)
     if report.commits != state.seq and not report.problems:
         report.problems.append((state.end, f"found {report.commits} commits, expected {state.seq}"))
