@@ -7,6 +7,7 @@ and returns the raw backend (``cached=False``) or a :class:`cache` in front of i
 from __future__ import annotations
 
 from klepto.archives import directory as _directory
+from klepto.archives import file as _file
 from klepto.archives import memory as _memory
 from klepto.archives import sql as _sql
 from klepto.archives._base import Archive as archive
@@ -16,10 +17,12 @@ from klepto.archives._factory import make_factory
 _dict_archive = _memory.dict_archive
 _null_archive = _memory.null_archive
 _dir_archive = _directory.dir_archive
+_file_archive = _file.file_archive
 
 dict_archive = make_factory(_dict_archive)
 null_archive = make_factory(_null_archive)
 dir_archive = make_factory(_dir_archive)
+file_archive = make_factory(_file_archive)
 
 _sqlname = _sql._sqlname
 _sqltable_archive = _sql.sqltable_archive
@@ -31,6 +34,7 @@ __all__ = [
     "cache",
     "dict_archive",
     "dir_archive",
+    "file_archive",
     "null_archive",
     "sql_archive",
     "sqltable_archive",

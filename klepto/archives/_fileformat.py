@@ -1,0 +1,134 @@
+"""The records of a ``file_archive``: one per write, in the archive's record file.
+
+Layout (integers little-endian)::
+
+    set      b"S" | digest (16) | key envelope length u32 | key envelope | value envelope
+    delete   b"D" | digest (16)
+    clear    b"C"
+
+``digest`` is the 16-byte BLAKE2b digest of ``stable_bytes(key)`` (``stable_hash`` as
+bytes): entries are located by it. The key envelope is ``Packer.pack(key)`` and the value
+envelope ``Packer.pack((hex digest, value))``: both checksummed (and HMAC-signed when the
+archive has a key), and the value is bound to its key's digest, so a value can never be
+returned for another key. A later record for the same digest supersedes an earlier one; a
+delete record is a tombstone; a clear record ends everything before it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from typing import Any
+
+from klepto._canonical import stable_bytes
+from klepto.errors import CorruptArchiveError, CorruptionError, SignatureError
+from klepto.integrity import Packer
+
+__all__ = ["CLEAR", "CLEAR_RECORD", "DELETE", "DIGEST_SIZE", "SET", "EntryCodec", "digest_of"]
+
+SET = 0x53  # "S"
+DELETE = 0x44  # "D"
+CLEAR = 0x43  # "C"
+DIGEST_SIZE = 16
+_SET_HEAD = struct.Struct("<B16sI")
+_DELETE = struct.Struct("<B16s")
+CLEAR_RECORD = bytes([CLEAR])
+_blake2b = hashlib.blake2b
+
+
+def digest_of(key: Any) -> bytes:
+    """The 16-byte digest an entry is located by (``stable_hash(key)`` as bytes)."""
+    return _blake2b(stable_bytes(key), digest_size=DIGEST_SIZE).digest()
+
+
+def delete_record(digest: bytes) -> bytes:
+    return _DELETE.pack(DELETE, digest)
+
+
+def kind_and_digest(record: bytes, where: dict) -> tuple[int, bytes | None]:
+    """What a record does (``SET``/``DELETE``/``CLEAR``) and to which digest."""
+    kind = record[0] if record else -1
+    if kind == CLEAR and len(record) == 1:
+        return CLEAR, None
+    if kind == SET and len(record) >= _SET_HEAD.size:
+        return SET, record[1:17]
+    if kind == DELETE and len(record) == _DELETE.size:
+        return DELETE, record[1:17]
+    raise CorruptArchiveError(f"unknown file_archive record (kind {kind})", **where)
+
+
+class EntryCodec:
+    """Packs and unpacks set records with one archive's packers."""
+
+    def __init__(self, packer: Packer, key_packer: Packer) -> None:
+        self.packer = packer
+        self.key_packer = key_packer
+        # A serializer that runs no code may also change what it stores (json turns a
+        # tuple into a list): such keys must come back as themselves, or be refused.
+        self._check_keys = not packer.serializer.executes_code
+
+    def set_record(self, digest: bytes, key: Any, value: Any) -> bytes:
+        key_envelope = self.key_packer.pack(key)
+        if self._check_keys:
+            self._check_round_trip(digest, key, key_envelope)
+        value_envelope = self.packer.pack((digest.hex(), value))
+        head = _SET_HEAD.pack(SET, digest, len(key_envelope))
+        return b"".join((head, key_envelope, value_envelope))
+
+    def _check_round_trip(self, digest: bytes, key: Any, envelope: bytes) -> None:
+        if digest_of(self.key_packer.unpack(envelope)) != digest:
+            name = self.packer.serializer.name
+            raise ValueError(
+                f"the {name!r} serializer cannot store the key {key!r} exactly (it would "
+                "come back as a different key); use a pickle serializer"
+            )
+
+    def _split(self, record: bytes, where: dict) -> tuple[bytes, memoryview, memoryview]:
+        if len(record) < _SET_HEAD.size or record[0] != SET:
+            raise CorruptArchiveError("not a set record", **where)
+        _, digest, key_length = _SET_HEAD.unpack_from(record)
+        view = memoryview(record)
+        start = _SET_HEAD.size + key_length
+        if start > len(record):
+            raise CorruptArchiveError("set record truncated", **where)
+        return digest, view[_SET_HEAD.size : start], view[start:]
+
+    def value(self, record: bytes, digest: bytes, where: dict) -> Any:
+        """The value in a set record that must belong to ``digest``."""
+        stored, _, envelope = self._split(record, where)
+        if stored != digest:
+            raise CorruptArchiveError("record belongs to another key", **where)
+        return self._bound_value(envelope, digest, where)
+
+    def _bound_value(self, envelope: memoryview, digest: bytes, where: dict) -> Any:
+        payload = _unpack(self.packer, envelope, where)
+        if not (isinstance(payload, (tuple, list)) and len(payload) == 2):
+            raise CorruptArchiveError("malformed value envelope", **where)
+        if payload[0] != digest.hex():
+            raise CorruptArchiveError("value belongs to another key", **where)
+        return payload[1]
+
+    def key(self, record: bytes, where: dict) -> Any:
+        """The key in a set record (checked against the record's digest)."""
+        digest, envelope, _ = self._split(record, where)
+        key = _unpack(self.key_packer, envelope, where)
+        if digest_of(key) != digest:
+            raise CorruptArchiveError("record holds a key that belongs elsewhere", **where)
+        return key
+
+    def item(self, record: bytes, where: dict) -> tuple[Any, Any]:
+        """The key and the value of a set record."""
+        digest, envelope, value_envelope = self._split(record, where)
+        key = _unpack(self.key_packer, envelope, where)
+        if digest_of(key) != digest:
+            raise CorruptArchiveError("record holds a key that belongs elsewhere", **where)
+        return key, self._bound_value(value_envelope, digest, {**where, "key": key})
+
+
+def _unpack(packer: Packer, envelope: memoryview, where: dict) -> Any:
+    try:
+        return packer.unpack(envelope, where=where)
+    except (CorruptArchiveError, SignatureError):
+        raise
+    except CorruptionError as exc:
+        raise CorruptArchiveError(exc.reason, **where) from exc

@@ -1,0 +1,340 @@
+"""The engine of ``file_archive``: a shared record file, its key index and its saved tables.
+
+Reads poll the record file (one ``fstat`` when nothing changed), apply the records other
+processes committed since, then find the key in the index and read one frame. Writes take
+a turn on the record file (its OS lock), catch up the same way, append one record per key,
+commit once, and release. After a commit the index may save a new table (every
+``FLUSH_AT`` records) and the archive may compact itself (when superseded records outnumber
+live ones ``compact_ratio`` to one, and there are at least ``COMPACT_MIN`` of them).
+
+Compaction copies the live records, in write order, into a new file with a complete index
+and swaps it in with ``os.replace`` while holding the lock; other processes see the new
+file at their next poll and reload (their open handle keeps the old file readable until
+then). The saved index is written before the swap, so a reader that notices the new file
+finds its index too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+from typing import Any
+
+from klepto._recordscan import InvalidRecordFile
+from klepto._recordshare import Change, SharedRecordFile, commit_point_of, frame_offset
+from klepto.archives import _fileformat as fmt
+from klepto.archives._fileindex import KeyIndex, Table, cascade, record_order
+from klepto.archives._filetables import IndexFile
+from klepto.errors import CorruptArchiveError, CorruptionError, SignatureError
+
+__all__ = ["COMPACT_MIN", "FLUSH_AT", "FileStore"]
+
+logger = logging.getLogger("klepto.archives.file")
+
+FLUSH_AT = 512  # recent entries that become a saved table (bounds the replay on open)
+ADOPT_AT = 4 * FLUSH_AT  # a reader this far behind the saved index takes it over
+COMPACT_MIN = 1024  # superseded records before automatic compaction is considered
+FRAME_SIZE = 1024  # records of one batch are grouped into frames of about this size
+
+
+class FileStore:
+    """Everything a ``file_archive`` does with its files (thread-safety is the caller's)."""
+
+    def __init__(
+        self,
+        path: str,
+        settings_blob: bytes,
+        *,
+        durability: str,
+        strict: bool,
+        compact_ratio: float | None,
+    ) -> None:
+        self.path = path
+        self.codec: fmt.EntryCodec = None  # type: ignore[assignment]  # set by the archive
+        self.compact_ratio = compact_ratio
+        self.settings_blob = settings_blob  # a new file's metadata; kept by compaction
+        self._where = {"path": path}
+        self.main = _open_main(path, settings_blob, durability, strict)
+        self.tables = IndexFile(path + ".idx")
+        self.index = KeyIndex()
+        self._depth = 0
+        self._flush_failed_at = -1
+        self._compact_failed_at = 0
+        try:
+            self._load()
+        except BaseException:
+            self.close()
+            raise
+
+    def metadata(self) -> bytes | None:
+        return _wrap(self.main.get_metadata, self.path)
+
+    # --- catching up ----------------------------------------------------------------------
+    def _load(self) -> None:
+        """Build the index from scratch: saved tables (if usable) plus the records after."""
+        saved = self.tables.read(self.main)
+        index = self.index = KeyIndex()
+        if saved is not None:
+            index.reset(list(saved.tables), saved.covered, saved.live, saved.dead)
+        self._replay(index.covered, self.main.committed_count)
+
+    def sync(self) -> None:
+        """Apply what other processes committed since this object last looked."""
+        change = _wrap(self.main.poll, self.path)
+        if change is not None:
+            self._apply(change)
+            if len(self.index.recent) >= ADOPT_AT:
+                self._adopt()
+
+    def _apply(self, change: Change) -> None:
+        if change.replaced:
+            self._load()
+        else:
+            self._replay(change.start, change.count)
+
+    def _replay(self, start: int, stop: int) -> None:
+        index = self.index
+        where = self._where
+        number = start
+        try:
+            for record in self.main.records(start, stop):
+                kind, digest = fmt.kind_and_digest(record, where)
+                if kind == fmt.SET:
+                    index.note_set(digest, number)  # type: ignore[arg-type]
+                elif kind == fmt.DELETE:
+                    index.note_delete(digest, number)  # type: ignore[arg-type]
+                else:
+                    index.note_clear(number)
+                number += 1
+        except CorruptionError as exc:
+            raise _archive_error(exc, self.path, f"record {number}") from exc
+
+    def _adopt(self) -> None:
+        saved = self.tables.read(self.main)
+        if saved is not None and saved.covered > self.index.covered:
+            self.index.adopt(list(saved.tables), saved.covered)
+
+    # --- reading --------------------------------------------------------------------------
+    def locate(self, key: Any) -> tuple[bytes, tuple[int, int] | None]:
+        digest = fmt.digest_of(key)
+        return digest, self.index.locate(digest)
+
+    def record(self, found: tuple[int, int], key: Any = None) -> bytes:
+        number, offset = found
+        try:
+            if offset:
+                return self.main.record_in_frame(number, offset)
+            return self.main[number]
+        except CorruptionError as exc:
+            raise _archive_error(exc, self.path, f"record {number}", key) from exc
+
+    def value(self, digest: bytes, found: tuple[int, int], key: Any) -> Any:
+        where = {"path": self.path, "offset": found[1] or None, "key": key}
+        return self.codec.value(self.record(found, key), digest, where)
+
+    def entries(self) -> list[tuple[int, int]]:
+        """``(record number, frame offset)`` of every live entry, in write order."""
+        merged = self.index.merged(self._frame_of)
+        rec, off = merged.rec, merged.off
+        return [(rec[i], off[i]) for i in record_order(merged)]
+
+    def key_of(self, found: tuple[int, int]) -> Any:
+        return self.codec.key(self.record(found), {"path": self.path, "offset": found[1] or None})
+
+    def item_of(self, found: tuple[int, int]) -> tuple[Any, Any]:
+        return self.codec.item(self.record(found), {"path": self.path, "offset": found[1] or None})
+
+    def _frame_of(self, number: int) -> int:
+        return frame_offset(self.main, number) if number < self.main.committed_count else 0
+
+    # --- writing --------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """A turn on the file: caught up on entry, committed (or undone) on exit."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        with _wrap_errors(self.path), self.main.turn() as change:
+            if change is not None:
+                self._apply(change)
+            self.index.begin()
+            self._depth = 1
+            try:
+                yield
+                self.main.commit()
+            except BaseException:
+                self.index.rollback()
+                raise
+            finally:
+                self._depth = 0
+            self.index.commit()
+            self._after_commit()
+
+    def append(self, record: bytes, digest: bytes | None) -> None:
+        """Append a record (inside :meth:`writing`) and apply it to the index."""
+        number = self.main.append(record)
+        kind = record[0]
+        if kind == fmt.SET:
+            self.index.note_set(digest, number)  # type: ignore[arg-type]
+        elif kind == fmt.DELETE:
+            self.index.note_delete(digest, number)  # type: ignore[arg-type]
+        else:
+            self.index.note_clear(number)
+
+    def _after_commit(self) -> None:
+        index = self.index
+        if self._wants_compaction():
+            try:
+                self.compact()
+            except (OSError, CorruptionError) as exc:
+                # The write itself is committed; a later one will try again.
+                self._compact_failed_at = index.dead + COMPACT_MIN
+                logger.warning("%s: automatic compaction failed (%s)", self.path, exc)
+        elif len(index.recent) >= FLUSH_AT and self.main.committed_count >= self._flush_failed_at:
+            self.flush()
+
+    def _wants_compaction(self) -> bool:
+        ratio, index = self.compact_ratio, self.index
+        return (
+            ratio is not None
+            and index.dead >= max(COMPACT_MIN, self._compact_failed_at)
+            and index.dead > ratio * index.live
+        )
+
+    def flush(self) -> None:
+        """Save the recent entries as a table (inside a turn). Failures only log: the
+        archive is intact without it (opening it will just read more of the file)."""
+        self._adopt()
+        index = self.index
+        if not index.recent:
+            return
+        tables = cascade(index.tables, index.recent_table(self._frame_of))
+        point = commit_point_of(self.main)
+        try:
+            self.tables.save(tables, point, index.live, index.dead)
+        except (OSError, CorruptionError) as exc:
+            self._flush_failed_at = point.count + FLUSH_AT
+            logger.warning("%s: could not save the index (%s); will retry", self.path, exc)
+            return
+        index.adopt(tables, point.count)
+
+    def compact(self) -> None:
+        """Rewrite the file with only the live entries (inside a turn)."""
+        merged = self.index.merged(self._frame_of)
+        order = list(record_order(merged))
+        with self.main.rewrite() as fresh:
+            for i in order:
+                fresh.append(self.record((merged.rec[i], merged.off[i])))
+            fresh.set_metadata(self.settings_blob)
+            fresh.commit()
+            table = _renumbered(merged, order, fresh)
+            point = commit_point_of(fresh)
+            self._save_new_index(table, point)
+        index = self.index = KeyIndex()
+        index.reset([table], point.count, point.count, 0)
+        self._compact_failed_at = 0
+        logger.info("%s: compacted to %d live entries", self.path, point.count)
+
+    def _save_new_index(self, table: Table, point: Any) -> None:
+        try:
+            self.tables.replace([table], point, point.count, 0)
+        except (OSError, CorruptionError) as exc:
+            logger.warning("%s: could not save the compacted index (%s)", self.path, exc)
+
+    # --- lifecycle ------------------------------------------------------------------------
+    def drop(self) -> None:
+        """Delete the archive's files (the lock file last, while holding it)."""
+        with self.main.turn():
+            self.tables.remove()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+            self.main.remove_lock_file()
+        self.close()
+
+    def copy_to(self, target: str) -> None:
+        """Publish a copy of the archive file (and its index) at ``target``, atomically."""
+        from klepto._fs import atomic_writer
+
+        with self.writing():
+            mode = os.stat(self.path).st_mode & 0o777
+            for source, dest in ((self.tables.path, target + ".idx"), (self.path, target)):
+                if not os.path.exists(source):
+                    continue
+                with open(source, "rb") as src, atomic_writer(dest, mode=mode) as out:
+                    _copy_bytes(src, out, os.fstat(src.fileno()).st_size)
+
+    def close(self) -> None:
+        try:
+            self.tables.close()
+        finally:
+            main = getattr(self, "main", None)
+            if main is not None:
+                main.close()
+
+
+def _open_main(path: str, metadata: bytes, durability: str, strict: bool) -> SharedRecordFile:
+    try:
+        return SharedRecordFile(
+            path, durability=durability, metadata=metadata, strict=strict, frame_size=FRAME_SIZE
+        )
+    except InvalidRecordFile as exc:
+        reason = (
+            f"{exc.reason}: not a klepto file_archive (files written by classic klepto are "
+            "not read; see docs/migration.rst)"
+        )
+        raise CorruptArchiveError(reason, path=path, offset=exc.offset) from exc
+    except CorruptionError as exc:
+        raise _archive_error(exc, path, "the commit pointers") from exc
+
+
+def _renumbered(merged: Table, order: list[int], fresh: Any) -> Table:
+    """``merged``'s entries pointing at their copies in ``fresh`` (record ``k`` = ``order[k]``)."""
+    entries = [(_digest(merged, i), k, frame_offset(fresh, k)) for k, i in enumerate(order)]
+    return Table.from_entries(entries)
+
+
+def _digest(table: Table, i: int) -> bytes:
+    return table.hi[i].to_bytes(8, "big") + table.lo[i].to_bytes(8, "big")
+
+
+def _copy_bytes(source: Any, out: Any, size: int) -> None:
+    while size > 0:
+        chunk = source.read(min(size, 1 << 20))
+        if not chunk:
+            break
+        out.write(chunk)
+        size -= len(chunk)
+
+
+def _archive_error(exc: CorruptionError, path: str, what: str, key: Any = None) -> CorruptionError:
+    if isinstance(exc, (CorruptArchiveError, SignatureError)):
+        return exc
+    reason = f"{exc.reason} (reading {what})"
+    key = exc.key if key is None else key
+    return CorruptArchiveError(reason, path=exc.path or path, offset=exc.offset, key=key)
+
+
+def _wrap(call: Any, path: str) -> Any:
+    """``call()``, with record-file damage reported as :class:`CorruptArchiveError`."""
+    try:
+        return call()
+    except (CorruptArchiveError, SignatureError):
+        raise
+    except CorruptionError as exc:
+        raise CorruptArchiveError(exc.reason, path=exc.path or path, offset=exc.offset) from exc
+
+
+@contextlib.contextmanager
+def _wrap_errors(path: str) -> Iterator[None]:
+    try:
+        yield
+    except (CorruptArchiveError, SignatureError):
+        raise
+    except CorruptionError as exc:
+        raise CorruptArchiveError(exc.reason, path=exc.path or path, offset=exc.offset) from exc
