@@ -195,6 +195,9 @@ def stable_bytes(key: Any) -> bytes:
 
     Raises ``TypeError`` naming the type when a part of the key has no stable encoding.
     """
+    if type(key) is str:  # the commonest archive key: _encode_text's bytes, without dispatch
+        data = key.encode("utf-8", "surrogatepass")
+        return b"s" + _INT.pack(len(data)) + data
     out = bytearray()
     _encode(key, out)
     return bytes(out)

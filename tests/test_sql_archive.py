@@ -417,3 +417,13 @@ def test_case_collision_on_servers(request, fixture, unique_name):
     sqltable_archive(f"{url}?table={unique_name}", cached=False)["a"] = 1
     with pytest.raises(ValueError, match="differing only in case"):
         sqltable_archive(f"{url}?table={unique_name.upper()}", cached=False)
+
+
+@pytest.mark.parametrize("key", ["", "memo", "e\u0301", "\ud800", "k" * 300])
+def test_str_key_digest_is_the_general_encoding(key):
+    """stable_bytes' fast path for str keys (SQL rows are located by it) changes no byte."""
+    from klepto import _canonical
+
+    general = bytearray()
+    _canonical._encode_text(key, general)
+    assert _canonical.stable_bytes(key) == bytes(general)

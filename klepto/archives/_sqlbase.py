@@ -154,11 +154,13 @@ class SqlArchive(Archive):
 
     # --- backend primitives --------------------------------------------------------------
     def _get(self, key: Any) -> Any:
-        schema, codec, _ = self._ready()
-        row = self._connector.fetch(schema.get, schema.get.bind_digest(codec.digest(key)))
+        if self._codec is None:  # spelled out: this is the hottest path of all
+            self._open()
+        get = self._schema.get
+        row = self._connector.fetch(get, get.bind_digest(self._codec.digest(key)))
         if row is None:
             raise KeyError(key)
-        return codec.unpack_value(row[0], key)
+        return self._codec.unpack_value(row[0], key)
 
     def _contains(self, key: Any) -> bool:
         schema, codec, _ = self._ready()
