@@ -13,6 +13,8 @@ from klepto.archives import sql as _sql
 from klepto.archives._base import Archive as archive
 from klepto.archives._cached import cache
 from klepto.archives._factory import make_factory
+from klepto.archives._maintenance import compact_archive, copy_archive, verify_archive
+from klepto.archives._migrate import migrate_classic
 
 _dict_archive = _memory.dict_archive
 _null_archive = _memory.null_archive

@@ -275,9 +275,16 @@ def _detect_sql(location: str, kind: str | None) -> ClassicArchive | None:
     return ClassicArchive(found_kind, url, _sql_pickles(url, found_kind, found_table), found_table)
 
 
+def _is_sqlite(path: str) -> bool:
+    with open(path, "rb") as handle:
+        return handle.read(16) == b"SQLite format 3\x00"
+
+
 def _detect_path(location: str, kind: str | None) -> ClassicArchive | None:
     if os.path.isdir(location) and kind in (None, "dir") and _entry_dirs(location):
         return ClassicArchive("dir", location, _dir_pickles(location))
+    if os.path.isfile(location) and _is_sqlite(location):
+        return _detect_sql("sqlite:///" + os.path.abspath(location), kind)
     if os.path.isfile(location) and kind in (None, "file"):
         form = _file_format(location)
         if form is not None:

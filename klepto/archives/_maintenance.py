@@ -106,10 +106,33 @@ def _generic_checks(archive: Any) -> list[tuple[str, _Check]]:
     return [(f"{location}, key {key!r}", lambda k=key: archive[k]) for key in list(archive)]
 
 
+def _file_checks(archive: Any) -> list[tuple[str, _Check]]:
+    """The record file's every block and checksum, then every live entry read whole."""
+    from klepto.records import RecordFile
+
+    path = archive._path
+
+    def whole_file() -> None:
+        with RecordFile(path, "r") as records:
+            records.verify(raise_errors=True)
+
+    checks: list[tuple[str, _Check]] = [(path, whole_file)]
+    try:
+        checks += _generic_checks(archive)
+    except CorruptionError as exc:  # listing failed: report it after the file's own check
+
+        def listing(error: CorruptionError = exc) -> None:
+            raise error
+
+        checks.append((path, listing))
+    return checks
+
+
 #: How to enumerate the entries of each backend kind one by one (``Archive.kind``).
 #: A backend kind not listed is checked through its mapping API.
 ENTRY_CHECKS: dict[str, Callable[[Any], list[tuple[str, _Check]]]] = {
     "dir": _dir_checks,
+    "file": _file_checks,
     "sql": _sql_checks,
     "sqltable": _sql_checks,
 }
