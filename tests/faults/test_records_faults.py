@@ -356,7 +356,7 @@ def test_reader_processes_during_commits(tmp_path):
 @FULL
 @pytest.mark.slow
 def test_reader_processes_during_commits_full(tmp_path):
-    readers_campaign(tmp_path, 8, 400_000, 22)
+    readers_campaign(tmp_path, 8, 60_000, 22)
 
 
 def test_threads_share_one_reader_while_it_refreshes(tmp_path):
