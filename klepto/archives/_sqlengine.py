@@ -9,12 +9,14 @@ connection outside any transaction, which is autocommit there.
 
 SQLite set-up: WAL journal, ``synchronous=NORMAL`` by default (a process crash loses nothing
 that was acknowledged; a power cut can lose the last commits, ``synchronous='FULL'`` prevents
-that), a 60 s busy timeout, and ``BEGIN IMMEDIATE`` for every transaction so that writers
-queue on the database lock instead of failing when a read turns into a write.
+that), a 60 s busy timeout, ``BEGIN IMMEDIATE`` for every transaction so that writers queue
+on the database lock instead of failing when a read turns into a write, and reads through a
+memory map.
 
 A child process never touches the connections it inherited (SQLite and the server drivers
-forbid it): the connector notices the new process id, keeps the inherited objects referenced
-so that their finalizers never run in the child, and builds a fresh engine lazily.
+forbid it): the connector notices the fork (a counter bumped by ``os.register_at_fork``),
+keeps the inherited objects referenced so that their finalizers never run in the child, and
+builds a fresh engine lazily. Threads share one connection per process under a lock.
 """
 
 from __future__ import annotations
