@@ -111,6 +111,7 @@ def create_file(
     durable: bool,
     clock: Callable[[], int],
     fill: Callable[[Writer], None],
+    encoding: str = "utf-8",
 ) -> int:
     """Build a new file beside ``path``, ``fill`` it, publish it; return an O_RDWR fd to it."""
     header = fmt.FileHeader.new(**options)
@@ -119,7 +120,7 @@ def create_file(
     try:
         pwrite_all(fd, create_page(header), 0)
         empty = State(index=FrameIndex(header.fanout))
-        fill(Writer(fd, temp, header, empty, durable=False, clock=clock))
+        fill(Writer(fd, temp, header, empty, durable=False, clock=clock, encoding=encoding))
         if durable:
             sync(fd)
         os.replace(temp, path)

@@ -245,9 +245,8 @@ class Writer:
         pieces = _rechunk(chunks)
         first_piece = next(pieces, b"")
         compressor = self._stream_compressor(first_piece)
-        pos, crc, raw_len = body_start, 0, 0
+        pos, crc = body_start, 0
         for piece in _prepend(first_piece, pieces):
-            raw_len += len(piece)
             out = compressor.compress(piece) if compressor else piece
             if out:
                 pwrite_all(self.fd, out, pos)

@@ -347,26 +347,47 @@ def write_records(
 ) -> int:
     """Write a complete record file atomically: all ``records`` (and ``metadata``), one commit.
 
-    An existing file is replaced with ``os.replace``, so readers see the old file or the new
-    one, never a partial one. Takes the writer lock, so it fails with
-    :class:`RecordFileLocked` while a writer has ``path`` open. ``format_options`` are
-    :class:`RecordFile`'s ``compression``, ``level``, ``frame_size`` and
-    ``dictionary_size``. Returns the number of records written.
+    The file is built beside ``path`` and moved over it with ``os.replace``, so readers see
+    the old file or the new one, never a partial one (the old one is never read: it may be
+    damaged). Takes the writer lock, so it fails with :class:`RecordFileLocked` while a
+    writer has ``path`` open. ``format_options`` are :class:`RecordFile`'s ``compression``,
+    ``level``, ``frame_size`` and ``dictionary_size``. Returns the number of records.
     """
-    with RecordFile(
-        path,
-        "a",
-        encoding=encoding,
-        durability=durability,
-        lock=lock,
-        lock_timeout=lock_timeout,
-        **format_options,
-    ) as current:
-        with current.rewrite(**format_options) as fresh:
-            fresh.extend(records)
-            if metadata is not None:
-                fresh.set_metadata(metadata)
-        return len(current)
+    if durability not in DURABILITY:
+        raise ValueError(f"durability must be one of {DURABILITY}, not {durability!r}")
+    options = RecordFile._format_options(
+        format_options.pop("compression", "zlib"),
+        format_options.pop("level", None),
+        format_options.pop("frame_size", DEFAULT_FRAME_SIZE),
+        format_options.pop("dictionary_size", DEFAULT_DICTIONARY_SIZE),
+    )
+    if format_options:
+        raise TypeError(f"unknown options: {', '.join(format_options)}")
+    written = []
+
+    def fill(writer: Writer) -> None:
+        for record in records:
+            writer.append(record)
+        if metadata is not None:
+            writer.set_metadata(_as_bytes(metadata))
+        writer.commit()
+        written.append(writer.count)
+
+    target = os.fspath(path)
+    claim = WriterClaim(target, os_lock=lock, timeout=lock_timeout)
+    try:
+        fd = create_file(
+            target,
+            options,
+            durable=durability == "durable",
+            clock=time.time_ns,
+            fill=fill,
+            encoding=encoding or "utf-8",
+        )
+        os.close(fd)
+    finally:
+        claim.release()
+    return written[0]
 
 
 from klepto._capturefile import (  # noqa: E402  (the facade is built on RecordFile)

@@ -463,6 +463,11 @@ def test_write_records(path):
         assert f[99] == "99"
     with RecordFile(path, "a"), pytest.raises(RecordFileLocked):
         write_records(path, [b"x"])
+    with open(path, "r+b") as raw:  # a damaged old file is replaced, never read
+        raw.write(b"garbage")
+    assert write_records(path, ["é"], encoding="latin-1", compression="zstd") == 1
+    with RecordFile(path) as f:
+        assert list(f) == ["é".encode("latin-1")] and f.get_metadata() is None
 
 
 # --- following -----------------------------------------------------------------------------------
