@@ -181,7 +181,7 @@ def tail(args: argparse.Namespace) -> int:
 def follow(args: argparse.Namespace) -> int:
     with _opened(args) as store:
         try:
-            for record in store.follow(timeout=args.timeout, poll_interval=args.interval):
+            for record in store.follow(args.timeout, args.interval, args.start):
                 _print_record(args, record)
         except KeyboardInterrupt:
             return OK  # Ctrl-C is how a person stops following

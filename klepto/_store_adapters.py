@@ -114,8 +114,13 @@ class Store:
         """The last ``count`` records (record files and logs)."""
         raise self._unsupported("tail")
 
-    def follow(self, timeout: float | None = None, poll_interval: float = 0.2) -> Iterator[Any]:
-        """Records as they are committed, until ``timeout`` seconds pass without one."""
+    def follow(
+        self, timeout: float | None = None, poll_interval: float = 0.2, start: int | None = None
+    ) -> Iterator[Any]:
+        """Records as they are committed, until ``timeout`` seconds pass without one.
+
+        ``start`` is the first record (or sequence number) to show; default: the next new one.
+        """
         raise self._unsupported("follow")
 
     def close(self) -> None:

@@ -157,8 +157,10 @@ class RecordStore(Store):
             for i, r in enumerate(self.file.records(start), start)
         ]
 
-    def follow(self, timeout: float | None = None, poll_interval: float = 0.2) -> Iterator[Any]:
-        start = len(self.file)
+    def follow(
+        self, timeout: float | None = None, poll_interval: float = 0.2, start: int | None = None
+    ) -> Iterator[Any]:
+        start = len(self.file) if start is None else start
         records = self.file.follow(start, poll_interval=poll_interval, timeout=timeout)
         for number, record in enumerate(records, start):
             yield {"record": number, "data": _record_text(record)}
@@ -227,8 +229,10 @@ class OplogStore(RecordStore):
         start = max(len(self.file) - count, 0)
         return self._operations(self.file.records(start), start)
 
-    def follow(self, timeout: float | None = None, poll_interval: float = 0.2) -> Iterator[Any]:
-        start = len(self.file)
+    def follow(
+        self, timeout: float | None = None, poll_interval: float = 0.2, start: int | None = None
+    ) -> Iterator[Any]:
+        start = len(self.file) if start is None else start
         records = self.file.follow(start, poll_interval=poll_interval, timeout=timeout)
         for number, record in enumerate(records, start):
             yield from self._operations([record], number)
@@ -289,7 +293,8 @@ class BranchLogStore(Store):
         return self.log.view(self.branch)[key]
 
     def verify(self, progress: Progress | None = None) -> dict[str, Any]:
-        found = verify_archive(self.archive, progress=progress)
+        storage = self.archive.inner if isinstance(self.archive, ReadOnlyArchive) else self.archive
+        found = verify_archive(storage, progress=progress)
         problems, checked = list(found.problems), found.checked
         for b in self.log.branches():
             try:
@@ -305,8 +310,10 @@ class BranchLogStore(Store):
         head = self.log.head(self.branch)
         return [_commit(c) for c in self.log.commits(self.branch, start=max(head - count + 1, 1))]
 
-    def follow(self, timeout: float | None = None, poll_interval: float = 0.2) -> Iterator[Any]:
-        seen = self.log.head(self.branch)
+    def follow(
+        self, timeout: float | None = None, poll_interval: float = 0.2, start: int | None = None
+    ) -> Iterator[Any]:
+        seen = self.log.head(self.branch) if start is None else max(start - 1, 0)
         idle = time.monotonic()
         while timeout is None or time.monotonic() - idle < timeout:
             head = self.log.head(self.branch)

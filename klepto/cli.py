@@ -115,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     follow = commands.add_parser("follow", parents=[located], help="print new records as committed")
     follow.add_argument("--timeout", type=float, help="stop after this many idle seconds")
     follow.add_argument("--interval", type=float, default=0.2, help="poll interval (s)")
+    follow.add_argument("--start", type=int, help="first record (or seq) to show; default: new")
     demo = commands.add_parser("demo", help="run the showcase: a slow function memoized twice")
     demo.add_argument("--calls", type=int, default=20, help="calls per run (default 20)")
     demo.add_argument("--delay", type=float, default=0.05, help="seconds per computation")
