@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 from klepto import _recordformat as fmt
-from klepto._recordcreate import RecordFileReadOnly, create_file, recover
+from klepto._recordcreate import RecordFileClosed, RecordFileReadOnly, create_file, recover
 from klepto._recordread import FrameReader
 from klepto._recordscan import InvalidRecordFile, Located, locate, pread, read_commit
 from klepto._recordwriter import Writer
@@ -188,7 +188,7 @@ class SharedRecordFile(RecordFile):
         self._judge(located)
         self._header = header
         self._state = located.state
-        self._reader = FrameReader(self._path, header, self._read_at)
+        self._reader = FrameReader(self._path, header, _weak_reader(self))
         self._identity = (info.st_dev, info.st_ino)
         self._writer = None
         self._spare = None
@@ -481,6 +481,19 @@ def frame_offset(records: RecordFile, number: int) -> int:
         raise IndexError(f"record {number} is not committed ({state.count} records)")
     index = records._writer.index if records._writer is not None else state.index
     return records._reader.find(index, number)[1]
+
+
+def _weak_reader(shared: SharedRecordFile) -> Callable[[int, int], bytes]:
+    """``shared._read_at`` without a reference cycle (so a dropped file closes at once)."""
+    ref = weakref.ref(shared)
+
+    def read_at(offset: int, size: int) -> bytes:
+        target = ref()
+        if target is None:
+            raise RecordFileClosed("the record file was garbage-collected")
+        return target._read_at(offset, size)
+
+    return read_at
 
 
 def _symlink_refused(path: str) -> OSError:

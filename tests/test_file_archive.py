@@ -13,6 +13,7 @@ import logging
 import os
 import pickle
 import random
+from pathlib import Path
 
 import dill
 import pytest
@@ -461,7 +462,7 @@ def test_damaged_tail_raises_unless_repaired(in_tmpdir, caplog):
 
 
 def _sha(path) -> str:
-    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def test_planted_symlinks_are_never_written_through(in_tmpdir, tmp_path, small_thresholds):

@@ -165,11 +165,15 @@ class FileStore:
                 self._apply(change)
             self.index.begin()
             self._depth = 1
+            committed = self.main.committed_count
             try:
                 yield
                 self.main.commit()
             except BaseException:
-                self.index.rollback()
+                if self.main.closed or self.main.committed_count == committed:
+                    self.index.rollback()
+                else:  # the commit reached the file before the error (a failed fsync)
+                    self.index.commit()
                 raise
             finally:
                 self._depth = 0
@@ -195,7 +199,7 @@ class FileStore:
             except (OSError, CorruptionError) as exc:
                 # The write itself is committed; a later one will try again.
                 self._compact_failed_at = index.dead + COMPACT_MIN
-                logger.warning("%s: automatic compaction failed (%s)", self.path, exc)
+                logger.warning("%s: automatic compaction failed (%s)", self.path, _text(exc))
         elif len(index.recent) >= FLUSH_AT and self.main.committed_count >= self._flush_failed_at:
             self.flush()
 
@@ -220,7 +224,7 @@ class FileStore:
             self.tables.save(tables, point, index.live, index.dead)
         except (OSError, CorruptionError) as exc:
             self._flush_failed_at = point.count + FLUSH_AT
-            logger.warning("%s: could not save the index (%s); will retry", self.path, exc)
+            logger.warning("%s: could not save the index (%s); will retry", self.path, _text(exc))
             return
         index.adopt(tables, point.count)
 
@@ -245,7 +249,7 @@ class FileStore:
         try:
             self.tables.replace([table], point, point.count, 0)
         except (OSError, CorruptionError) as exc:
-            logger.warning("%s: could not save the compacted index (%s)", self.path, exc)
+            logger.warning("%s: could not save the compacted index (%s)", self.path, _text(exc))
 
     # --- lifecycle ------------------------------------------------------------------------
     def drop(self) -> None:
@@ -338,3 +342,9 @@ def _wrap_errors(path: str) -> Iterator[None]:
         raise
     except CorruptionError as exc:
         raise CorruptArchiveError(exc.reason, path=exc.path or path, offset=exc.offset) from exc
+
+
+def _text(exc: BaseException) -> str:
+    """An exception as text for a log record (a record holding the exception itself would
+    keep its traceback, and the files its frames hold open, alive in log handlers)."""
+    return f"{type(exc).__name__}: {exc}"

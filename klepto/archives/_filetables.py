@@ -70,7 +70,7 @@ class IndexFile:
             return None
         except (*_UNUSABLE, OSError) as exc:
             logger.warning(
-                "%s: ignoring the saved index (%s); reading the archive file", self.path, exc
+                "%s: ignoring the saved index (%s); reading the archive file", self.path, _text(exc)
             )
             self._forget()
             return None
@@ -166,7 +166,7 @@ class IndexFile:
         except (*_UNUSABLE, OSError) as exc:
             if isinstance(exc, OSError) and exc.errno not in (errno.ELOOP, None):
                 raise
-            logger.warning("%s: replacing an unusable index file (%s)", self.path, exc)
+            logger.warning("%s: replacing an unusable index file (%s)", self.path, _text(exc))
         self._forget()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)  # a planted symlink is removed, never followed
@@ -198,3 +198,9 @@ def _metadata(numbers: list[int], point: CommitPoint, live: int, dead: int, garb
         "dead": dead,
         "garbage": garbage,
     }
+
+
+def _text(exc: BaseException) -> str:
+    """An exception as text for a log record (a record holding the exception itself would
+    keep its traceback, and the files its frames hold open, alive in log handlers)."""
+    return f"{type(exc).__name__}: {exc}"
