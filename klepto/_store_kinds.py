@@ -21,6 +21,7 @@ __all__ = ["register_builtin_kinds", "sql_settings"]
 
 RECORD_MAGIC = b"\x89KRF\r\n\x1a\n"
 SQLITE_MAGIC = b"SQLite format 3\x00"
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 TLOG_PREFIX = "klepto.tlog"
 _SQL_ARCHIVE_TABLE = "klepto_sql_archive"
 
@@ -181,6 +182,31 @@ def _create_file(where: Location) -> Any:
     return _file_factory()(where.path, cached=False)
 
 
+def _open_hdf(where: Location, readonly: bool) -> ArchiveStore:
+    from klepto.archives import hdf_archive
+
+    return ArchiveStore(where.text, "hdf", hdf_archive(where.path, cached=False), where.path)
+
+
+def _create_hdf(where: Location) -> Any:
+    from klepto.archives import hdf_archive
+
+    return hdf_archive(where.path, cached=False)
+
+
+def _open_hdfdir(where: Location, readonly: bool) -> ArchiveStore:
+    from klepto.archives import hdfdir_archive
+
+    archive = hdfdir_archive(where.path, cached=False)
+    return ArchiveStore(where.text, "hdfdir", archive, where.path)
+
+
+def _create_hdfdir(where: Location) -> Any:
+    from klepto.archives import hdfdir_archive
+
+    return hdfdir_archive(where.path, cached=False)
+
+
 # --- branching logs --------------------------------------------------------------------------
 def _archive_kinds() -> list[StoreKind]:
     from klepto.stores import KINDS
@@ -267,6 +293,25 @@ def register_builtin_kinds(register: Callable[[StoreKind], None]) -> None:
             lambda w: directory_kind(w.path) in ("dir", "?"),
             _open_dir,
             _create_dir,
+        )
+    )
+    register(
+        StoreKind(
+            "hdf",
+            "hdf_archive (one HDF5 file; extra 'hdf')",
+            lambda w: _head(w.path, len(HDF5_MAGIC)) == HDF5_MAGIC,
+            _open_hdf,
+            _create_hdf,
+            suffixes=(".h5", ".hdf5", ".hdf"),
+        )
+    )
+    register(
+        StoreKind(
+            "hdfdir",
+            "hdfdir_archive (one HDF5 file per key; extra 'hdf')",
+            lambda w: directory_kind(w.path) == "hdfdir",
+            _open_hdfdir,
+            _create_hdfdir,
         )
     )
     for name, description in (

@@ -206,6 +206,12 @@ class cache(dict):
         """Pop several keys; without a default, raise ``KeyError`` before popping any."""
         return popkeys(self, keys, *default)
 
+    def to_frame(self) -> Any:
+        """Memory and backend contents as a pandas DataFrame (extra ``pandas``; spec 7.11)."""
+        from klepto.archives._frame import _to_frame
+
+        return _to_frame(self)
+
     def close(self) -> None:
         """Write unsaved entries (unless ``autodump`` is False), then close the backend."""
         if self.autodump:

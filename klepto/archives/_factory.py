@@ -41,6 +41,13 @@ def _build(cls: Any, name: Any = None, dict: Any = None, cached: bool = True, **
     return front
 
 
+def _from_frame(cls: Any, dataframe: Any) -> Any:
+    """The archive a ``to_frame()`` DataFrame describes (its kind is in the frame)."""
+    from klepto.archives._frame import _from_frame
+
+    return _from_frame(dataframe)
+
+
 def make_factory(
     backend: type, opener: Callable[..., Any] | None = None, doc: str | None = None
 ) -> ArchiveFactory:
@@ -50,6 +57,7 @@ def make_factory(
         "__backend__": backend,
         "__new__": _build,
         "__open__": staticmethod(open_backend),
+        "from_frame": classmethod(_from_frame),
         "__doc__": doc or backend.__doc__,
         "__module__": "klepto.archives",
     }
