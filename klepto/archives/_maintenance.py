@@ -67,10 +67,12 @@ def _backend(archive: Any) -> Any:
 
 
 def _location(archive: Any) -> str:
-    state = getattr(archive, "__state__", {})
+    """How reports name an archive: its absolute path, else its name (a URL for SQL)."""
+    where = getattr(archive, "__state__", {}).get("id")
+    if isinstance(where, str) and os.path.isabs(where):
+        return where
     name = getattr(archive, "name", None)
-    where = state.get("id") if isinstance(state.get("id"), str) else name
-    return str(where if where is not None else type(archive).__name__)
+    return str(name or where or type(archive).__name__)
 
 
 # --- verify ----------------------------------------------------------------------------------
