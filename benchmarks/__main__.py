@@ -29,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--quick", action="store_true", help="small sizes, under two minutes")
     parser.add_argument("--no-json", action="store_true", help="omit the JSON lines")
+    parser.add_argument("--chart", metavar="PATH", help="also draw the ratios as a PNG")
     args = parser.parse_args(argv)
     chosen = [w.upper() for w in args.workloads] or list(WORKLOADS)
     unknown = [w for w in chosen if w not in WORKLOADS]
@@ -42,6 +43,11 @@ def main(argv: list[str] | None = None) -> int:
         results.extend(module.run(quick=args.quick))
         print(f"#   done in {time.perf_counter() - started:.1f} s", flush=True)
     missed = report(results, emit_json=not args.no_json)
+    if args.chart:
+        from benchmarks._chart import write_chart
+
+        drawn = write_chart(results, args.chart)
+        print(f"# chart: {args.chart}" if drawn else "# chart skipped (needs matplotlib)")
     print(f"# {missed} target(s) missed")
     return 1 if missed else 0
 
