@@ -462,3 +462,19 @@ def test_file_systems_without_hard_links(tmp_path, monkeypatch):
     d["b"] = 2
     assert d.pop("b") == 2 and d.popitem() == ("a", 1)
     assert dir_archive(str(tmp_path / "nolinks"), cached=False).settings()["kind"] == "dir"
+
+
+def test_add_is_one_winner_across_processes(tmp_path):
+    import multiprocessing
+
+    root = str(tmp_path / "add")
+    d = dir_archive(root, cached=False)
+    context = multiprocessing.get_context("fork")
+    with context.Pool(4) as pool:
+        won = pool.starmap(_add_in_worker, [(root, n) for n in range(8)])
+    assert won.count(True) == 1 and d["k"] == won.index(True)
+    assert d.add("k", "late") is False and d.add("other", 1) is True
+
+
+def _add_in_worker(root: str, n: int) -> bool:
+    return dir_archive(root, cached=False).add("k", n)

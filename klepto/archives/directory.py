@@ -257,6 +257,14 @@ class dir_archive(Archive):
                 return item
         raise KeyError("popitem(): archive is empty")
 
+    def _add(self, key: Any, value: Any) -> bool:
+        """Store ``value`` only if ``key`` is absent; atomic across processes (a hard link
+        that fails if the entry exists)."""
+        digest, path = self._locate(key)
+        if self._contains(key):
+            return False
+        return self._publish(path, self._format.encode(digest, key, value), exclusive=True)
+
     def setdefault(self, key: Any, default: Any = None) -> Any:
         """``self[key]``, storing ``default`` first if absent; one winner across processes."""
         self._check_open()
