@@ -47,10 +47,26 @@ class UnknownTypeError(KleptoError, ValueError):
 
 
 class TaggedValue(NamedTuple):
-    """A handler-encoded value read without its handler: the handler's ``tag`` and data."""
+    """A handler-encoded value read without its handler: the handler's ``tag`` and data.
+
+    Hashable even when its data holds lists (it may be a dict key or a set element).
+    """
 
     tag: str
     data: Any
+
+    def __hash__(self) -> int:
+        return hash((self.tag, _frozen(self.data)))
+
+
+def _frozen(data: Any) -> Any:
+    if isinstance(data, (list, tuple)):
+        return (type(data).__name__, tuple(_frozen(x) for x in data))
+    if isinstance(data, dict):
+        return ("dict", frozenset((_frozen(k), _frozen(v)) for k, v in data.items()))
+    if isinstance(data, (set, frozenset)):
+        return frozenset(_frozen(x) for x in data)
+    return data
 
 
 _safeformat.register_safe_type(

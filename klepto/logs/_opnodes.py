@@ -174,6 +174,15 @@ class StoreDict(_Node, MutableMapping):
         self._data.clear()
         root._logged(("clr", self._path()))
 
+    def popitem(self) -> tuple[Any, Any]:
+        """Remove and return the last item, as ``dict.popitem`` does (LIFO)."""
+        if not self._data:
+            raise KeyError("popitem(): store dict is empty")
+        key = next(reversed(self._data))
+        value = self._data[key]
+        del self[key]
+        return key, value
+
     def __iter__(self) -> Iterator[Any]:
         return iter(self._data)
 

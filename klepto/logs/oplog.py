@@ -135,9 +135,11 @@ class _Writer:
         try:
             file.commit()
         except BaseException:
-            # A commit whose data reached the file whole counts, even if it then raised.
-            if not file.closed and file.committed_count > before:
-                pending.clear()
+            if not file.closed:
+                if file.committed_count > before:
+                    pending.clear()  # its data reached the file whole: it counts
+                else:
+                    file.rollback()  # retried whole by the next commit, never twice
             raise
         pending.clear()
         return True
