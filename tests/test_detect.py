@@ -163,3 +163,10 @@ def test_open_archive_for_new_and_existing(in_tmpdir):
         open_archive("r.krf")
     with pytest.raises(FileNotFoundError):
         open_archive("absent", create=False)
+
+
+def test_module_examples(in_tmpdir):
+    import doctest
+
+    failures, _ = doctest.testmod(stores, optionflags=doctest.ELLIPSIS)
+    assert failures == 0
