@@ -17,7 +17,7 @@ from klepto._store_adapters import ArchiveStore
 from klepto._store_logs import BranchLogStore, OplogStore, ReadOnlyArchive, RecordStore
 from klepto.stores import Location, StoreKind, UnknownStoreError
 
-__all__ = ["register_builtin_kinds", "sql_settings"]
+__all__ = ["BUILTIN_KINDS", "register_builtin_kinds", "sql_settings"]
 
 RECORD_MAGIC = b"\x89KRF\r\n\x1a\n"
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -250,82 +250,84 @@ def _open_tlog(where: Location, readonly: bool) -> BranchLogStore:
     return BranchLogStore(where.text, archive, _namespace(where), path)
 
 
+_SQL_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mariadb")
+_SQL_SUFFIXES = (".db", ".sqlite", ".sqlite3")
+
+
+def _is_sql_kind(name: str) -> Callable[[Location], bool]:
+    return lambda where: (_sql_table(where) or ("",))[0] == name
+
+
+#: klepto's own kinds, in detection order: a log inside an archive before the archive, record
+#: files by their metadata before plain record files.
+BUILTIN_KINDS = [
+    StoreKind(
+        "tlog", "branching log in an archive (klepto.logs.BranchLog)", _detect_tlog, _open_tlog
+    ),
+    StoreKind(
+        "file",
+        "file_archive (one record file)",
+        lambda w: _metadata_says(w, "kind", "file"),
+        _open_file,
+        _create_file,
+        suffixes=(".pkl", ".klepto"),
+    ),
+    StoreKind(
+        "oplog",
+        "operation store (klepto.logs.oplog)",
+        lambda w: _metadata_says(w, "format", "klepto.oplog"),
+        lambda w, ro: OplogStore(w.text, w.path or ""),
+    ),
+    StoreKind(
+        "records",
+        "record file (klepto.records.RecordFile)",
+        _is_record_file,
+        lambda w, ro: RecordStore(w.text, w.path or ""),
+    ),
+    StoreKind(
+        "dir",
+        "dir_archive (one file per key)",
+        lambda w: directory_kind(w.path) in ("dir", "?"),
+        _open_dir,
+        _create_dir,
+    ),
+    StoreKind(
+        "hdf",
+        "hdf_archive (one HDF5 file; extra 'hdf')",
+        lambda w: _head(w.path, len(HDF5_MAGIC)) == HDF5_MAGIC,
+        _open_hdf,
+        _create_hdf,
+        suffixes=(".h5", ".hdf5", ".hdf"),
+    ),
+    StoreKind(
+        "hdfdir",
+        "hdfdir_archive (one HDF5 file per key; extra 'hdf')",
+        lambda w: directory_kind(w.path) == "hdfdir",
+        _open_hdfdir,
+        _create_hdfdir,
+    ),
+    StoreKind(
+        "sqltable",
+        "sqltable_archive: one table of a database (SQLite, PostgreSQL, MariaDB)",
+        _is_sql_kind("sqltable"),
+        _open_sql,
+        _create_sql,
+        suffixes=_SQL_SUFFIXES,
+        schemes=_SQL_SCHEMES,
+    ),
+    StoreKind(
+        "sql",
+        "sql_archive: a whole database (SQLite, PostgreSQL, MariaDB)",
+        _is_sql_kind("sql"),
+        _open_sql,
+        _create_sql,
+        suffixes=_SQL_SUFFIXES,
+        schemes=_SQL_SCHEMES,
+    ),
+]
+
+
 def register_builtin_kinds(register: Callable[[StoreKind], None]) -> None:
-    """Register klepto's own kinds, in detection order."""
-    register(
-        StoreKind(
-            "tlog",
-            "branching log in an archive (klepto.logs.BranchLog)",
-            _detect_tlog,
-            _open_tlog,
-        )
-    )
-    register(
-        StoreKind(
-            "file",
-            "file_archive (one record file)",
-            lambda w: _metadata_says(w, "kind", "file"),
-            _open_file,
-            _create_file,
-            suffixes=(".pkl", ".klepto"),
-        )
-    )
-    register(
-        StoreKind(
-            "oplog",
-            "operation store (klepto.logs.oplog)",
-            lambda w: _metadata_says(w, "format", "klepto.oplog"),
-            lambda w, ro: OplogStore(w.text, w.path or ""),
-        )
-    )
-    register(
-        StoreKind(
-            "records",
-            "record file (klepto.records.RecordFile)",
-            _is_record_file,
-            lambda w, ro: RecordStore(w.text, w.path or ""),
-        )
-    )
-    register(
-        StoreKind(
-            "dir",
-            "dir_archive (one file per key)",
-            lambda w: directory_kind(w.path) in ("dir", "?"),
-            _open_dir,
-            _create_dir,
-        )
-    )
-    register(
-        StoreKind(
-            "hdf",
-            "hdf_archive (one HDF5 file; extra 'hdf')",
-            lambda w: _head(w.path, len(HDF5_MAGIC)) == HDF5_MAGIC,
-            _open_hdf,
-            _create_hdf,
-            suffixes=(".h5", ".hdf5", ".hdf"),
-        )
-    )
-    register(
-        StoreKind(
-            "hdfdir",
-            "hdfdir_archive (one HDF5 file per key; extra 'hdf')",
-            lambda w: directory_kind(w.path) == "hdfdir",
-            _open_hdfdir,
-            _create_hdfdir,
-        )
-    )
-    for name, description in (
-        ("sqltable", "sqltable_archive: one table of a database (SQLite, PostgreSQL, MariaDB)"),
-        ("sql", "sql_archive: a whole database (SQLite, PostgreSQL, MariaDB)"),
-    ):
-        register(
-            StoreKind(
-                name,
-                description,
-                lambda w, n=name: (_sql_table(w) or ("",))[0] == n,
-                _open_sql,
-                _create_sql,
-                suffixes=(".db", ".sqlite", ".sqlite3"),
-                schemes=("sqlite", "postgresql", "postgres", "mysql", "mariadb"),
-            )
-        )
+    """Register klepto's own kinds (:data:`BUILTIN_KINDS`), in detection order."""
+    for kind in BUILTIN_KINDS:
+        register(kind)
