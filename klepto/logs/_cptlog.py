@@ -31,7 +31,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from klepto._fs import fsync_dir, makedirs
-from klepto.errors import CorruptArchiveError, CorruptRecordError, LockedError
+from klepto.errors import CorruptArchiveError, CorruptionError, CorruptRecordError, LockedError
 from klepto.logs._branchstore import gallop
 from klepto.logs._cptstore import PREFIX
 from klepto.records import RecordFile
@@ -219,7 +219,12 @@ class ArchiveLog:
         return (PREFIX, self.namespace, "log", seq)
 
     def _exists(self, seq: int) -> bool:
-        return seq > 0 and self.key(seq) in self.archive
+        if seq <= 0:
+            return False
+        try:
+            return self.key(seq) in self.archive
+        except CorruptionError:
+            return True  # there, but damaged: reading it raises (never skipped)
 
     def last_seq(self, floor: int) -> int:
         # Entries after a checkpoint are never deleted, so they run gap-free from floor + 1.

@@ -20,7 +20,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from klepto.errors import CorruptArchiveError, LockedError
+from klepto.errors import CorruptArchiveError, CorruptionError, LockedError
 from klepto.logs._branchstore import checked_int, gallop
 
 __all__ = ["FORMAT", "PREFIX", "VERSION", "CheckpointRecord", "CheckpointStore"]
@@ -53,7 +53,14 @@ class CheckpointStore:
         return (PREFIX, self.namespace, *parts)
 
     def exists(self, gen: int) -> bool:
-        return gen > 0 and self.key("gen", gen) in self.archive
+        if gen <= 0:
+            return False
+        try:
+            return self.key("gen", gen) in self.archive
+        except CorruptionError:
+            # An archive that reads the entry to answer found it damaged: it is there, and
+            # read() reports the damage to recovery, which falls back past it or raises.
+            return True
 
     def latest(self) -> int:
         """The newest generation stored (0: none), adopting any written after the hint."""

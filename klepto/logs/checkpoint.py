@@ -53,7 +53,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from klepto._fs import InterProcessLock
+from klepto._fs import InterProcessLock, makedirs
 from klepto.archives import cache, null_archive
 from klepto.archives._base import Archive
 from klepto.errors import ArchiveClosedError, CorruptArchiveError, CorruptionError, KleptoError
@@ -125,7 +125,8 @@ class Transactional:
         self._durable = durable
         self._owned: Archive | None = None
         if isinstance(checkpoints, (str, os.PathLike)):
-            archive = self._owned = _default_archive(os.fspath(checkpoints), durable, key)
+            archive = _default_archive(os.fspath(checkpoints), durable, key, fallback)
+            self._owned = archive
             log = os.fspath(checkpoints) + ".log" if log is None else log
         else:
             archive = _backend(checkpoints)
@@ -484,15 +485,31 @@ def _backend(archive: Any) -> Archive:
     return archive
 
 
-def _default_archive(path: str, durable: bool, key: bytes | str | None) -> Archive:
+def _default_archive(path: str, durable: bool, key: bytes | str | None, fallback: bool) -> Archive:
     """The archive a path names: the file archive when klepto has one, else a directory.
 
     Its values are the checkpoint records (plain data: ints, str, the sealed state bytes),
-    so it uses the ``safe`` serializer and never unpickles anything itself.
+    so it uses the ``safe`` serializer and never unpickles anything itself. A file archive
+    whose last commit is damaged is opened as of its last intact commit when ``fallback``
+    allows (with a warning): that commit is at most the newest checkpoint, and recovery
+    then falls back to the previous one plus the log.
     """
     from klepto import archives
 
+    makedirs(os.path.dirname(os.path.abspath(path)))
     file_archive = getattr(archives, "file_archive", None)
-    if file_archive is not None:
-        return file_archive(path, cached=False, serializer="safe", key=key, durable=durable)
-    return archives.dir_archive(path, cached=False, serializer="safe", key=key, durable=durable)
+    if file_archive is None:
+        return archives.dir_archive(path, cached=False, serializer="safe", key=key, durable=durable)
+    options = {"cached": False, "serializer": "safe", "key": key, "durable": durable}
+    try:
+        return file_archive(path, **options)
+    except CorruptionError as exc:
+        if not fallback or not os.path.isfile(path):
+            raise
+        logger.warning(
+            "checkpoint archive %s is damaged (%s); opening it as of its last intact commit"
+            " and falling back to the checkpoints there",
+            path,
+            exc,
+        )
+        return file_archive(path, repair=True, **options)
