@@ -23,6 +23,7 @@ from typing import Any
 from klepto import _recordformat as fmt
 from klepto._fs import pread, pwrite_all
 from klepto._recordscan import State, locate
+from klepto.errors import LockedError
 
 FLUSH_AT = 1 << 20  # write the buffer to the file once it holds this much
 STREAM_AT = 4 << 20  # records at least this large are compressed and written in chunks
@@ -65,6 +66,7 @@ class Writer:
         self.clock = clock
         self.encoding = encoding
         self.frame_size = header.frame_size
+        self.pid = os.getpid()
         self.committed = state
         self._load(state)
 
@@ -224,13 +226,23 @@ class Writer:
     def flush(self) -> None:
         """Write the buffer to the file (not a commit: nothing becomes visible)."""
         if self.buf:
+            self.check_process()
             pwrite_all(self.fd, self.buf, self.buf_base)
             self.buf_base += len(self.buf)
             self.buf = bytearray()
 
     # --- large records, streamed ----------------------------------------------------------
+    def check_process(self) -> None:
+        """Refuse to write from a forked child: the parent owns the file and its lock."""
+        if os.getpid() != self.pid:
+            raise LockedError(
+                f"{self.path} was opened for writing in process {self.pid}; "
+                "open it again in this process"
+            )
+
     def append_stream(self, chunks: Iterable[bytes | memoryview]) -> int:
         """Append one record made of ``chunks`` without holding it whole in memory."""
+        self.check_process()
         self.cut()
         self.flush()
         try:

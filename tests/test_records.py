@@ -363,6 +363,36 @@ def test_one_writer_per_file(path):
     RecordFile(path, "a").close()
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_forked_child_cannot_use_the_parents_writer(filled):
+    path, data = filled
+    writer = RecordFile(path, "a")
+    pid = os.fork()
+    if pid == 0:  # the child: reading works, writing through the parent's object does not
+        code = 1
+        try:
+            if writer[0] == data[0]:
+                writer.append(b"from the child")
+                writer.commit()
+        except LockedError:
+            code = 0
+        except BaseException:
+            code = 2
+        try:
+            writer.append_stream([b"x" * 10])
+            code = 3
+        except LockedError:
+            pass
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.WEXITSTATUS(status) == 0
+    writer.append(b"from the parent")  # the parent still holds the lock and the file
+    writer.commit()
+    writer.close()
+    with RecordFile(path) as reader:
+        assert len(reader) == len(data) + 1
+
+
 def test_read_only_and_closed_errors(filled):
     path, _ = filled
     f = RecordFile(path)
