@@ -18,6 +18,7 @@ WORKLOADS = {
     "W2": "benchmarks.w2_misses",
     "W3": "benchmarks.w3_archives",
     "W6": "benchmarks.w6_records",
+    "W7": "benchmarks.w7_oplog",
     "W8": "benchmarks.w8_durability",
 }
 
