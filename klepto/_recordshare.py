@@ -41,7 +41,15 @@ from typing import Any, NamedTuple
 from klepto import _recordformat as fmt
 from klepto._recordcreate import RecordFileClosed, RecordFileReadOnly, create_file, recover
 from klepto._recordread import FrameReader
-from klepto._recordscan import InvalidRecordFile, Located, locate, pread, read_commit
+from klepto._recordscan import (
+    InvalidRecordFile,
+    Located,
+    State,
+    locate,
+    pread,
+    read_commit,
+    read_slots,
+)
 from klepto._recordwriter import Writer
 from klepto.errors import CorruptRecordError
 from klepto.records import DEFAULT_FRAME_SIZE, RecordFile
@@ -67,16 +75,19 @@ _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 _OPEN_FLAGS = _NOFOLLOW | getattr(os, "O_NONBLOCK", 0)
 _READ_ONLY_ERRORS = {errno.EACCES, errno.EPERM, errno.EROFS}
 _SLACK = 512  # read this much past a frame's nominal size: one read covers most frames
+_SCAN_READ = 1 << 18  # sequential reads of scan(): large enough for many small commits
 _open_files: weakref.WeakSet[SharedRecordFile] = weakref.WeakSet()
 
 
 class Change(NamedTuple):
     """What :meth:`SharedRecordFile.poll` or a turn found: records ``start .. count - 1``
-    are new to this object; ``replaced`` means the file is another one (read it all)."""
+    are new to this object; ``replaced`` means the file is another one (read it all).
+    ``records``, when not ``None``, are those new records, read while catching up."""
 
     replaced: bool
     start: int
     count: int
+    records: list[bytes] | None = None
 
 
 class CommitPoint(NamedTuple):
@@ -124,6 +135,7 @@ class SharedRecordFile(RecordFile):
         self._fd_writable = False
         self._spare: Writer | None = None
         self._in_turn = False
+        self._turn_depth = 0
         super().__init__(
             path,
             "r",
@@ -266,6 +278,34 @@ class SharedRecordFile(RecordFile):
         frame = self._reader.decode(block, body, self._committed().dictionary)
         return frame.record(k)
 
+    def scan(self, start: int, stop: int) -> Iterator[bytes]:
+        """Committed records ``start .. stop - 1``, read sequentially in large reads.
+
+        For catching up with what other processes appended: a few reads cover many small
+        commits, where ``records()`` reads each one-record frame on its own.
+        """
+        if start >= stop:
+            return
+        state = self._committed()
+        if stop > state.count:
+            raise IndexError(f"record {stop - 1} is not committed ({state.count} records)")
+        blocks = _BlockReader(self, self.frame_of(start), state.end)
+        number = start
+        while number < stop:
+            offset, flags, first, count, body = blocks.next_frame()
+            if not first <= number < first + count:
+                raise fmt.corrupt(f"frame does not hold record {number}", self._path, offset)
+            if flags == 0 and count == 1:
+                yield body
+            else:
+                head = fmt.encode_block(fmt.FRAME, flags, fmt.crc32(body), len(body), first, count)
+                block = fmt.Block(
+                    offset, fmt.FRAME, flags, fmt.crc32(body), len(body), first, count, head
+                )
+                frame = self._reader.decode(block, body, state.dictionary)
+                yield from frame.records(number - first, min(count, stop - first), None)
+            number = first + count
+
     # --- following other processes -------------------------------------------------------
     def poll(self) -> Change | None:
         """Catch up with commits made by others; ``None`` if there were none.
@@ -286,6 +326,10 @@ class SharedRecordFile(RecordFile):
                 return None
             self._check_size(info.st_size)
             head = pread(fd, fmt.DATA_START, 0)
+            advanced = _advance(self, fd, head, info.st_size)
+            if advanced is not None:  # one pass: the new state and the new records
+                self._state, records = advanced
+                return Change(False, state.count, self._state.count, records)
             located = locate(fd, self._path, self._header, head, state, extend=False)
             if located.state.seq == state.seq:
                 return None  # a commit being written (or a torn tail): nothing new yet
@@ -323,21 +367,47 @@ class SharedRecordFile(RecordFile):
         when the block ends are discarded. Nested turns join the outer one (and get
         ``None``). Other threads of this process wait for the turn to end.
         """
-        with self._lock:
+        change = self.start_turn()
+        try:
+            yield change
+        finally:
+            self.finish_turn()
+
+    def start_turn(self) -> Change | None:
+        """Take the writer role without reopening; pair it with :meth:`finish_turn`."""
+        self._lock.acquire()
+        try:
             if self._in_turn:
-                yield None
-                return
+                self._turn_depth += 1
+                return None
             self._check_open()
             if not self._fd_writable:
                 raise RecordFileReadOnly(f"cannot write: {self._path} is open read-only")
-            with self._os_lock():
+            self._acquire_os_lock()
+            try:
                 change = self._begin_turn()
-                self._in_turn = True
+            except BaseException:
+                self._release_os_lock()
+                raise
+            self._in_turn = True
+            self._turn_depth = 1
+            return change
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def finish_turn(self) -> None:
+        """End the turn: discard anything not committed, give up the writer role."""
+        try:
+            self._turn_depth -= 1
+            if self._turn_depth == 0:
+                self._in_turn = False
                 try:
-                    yield change
-                finally:
-                    self._in_turn = False
                     self._end_turn()
+                finally:
+                    self._release_os_lock()
+        finally:
+            self._lock.release()
 
     def _begin_turn(self) -> Change | None:
         fd = self._fd
@@ -349,9 +419,15 @@ class SharedRecordFile(RecordFile):
             fd = self._fd
             assert fd is not None
             info = os.fstat(fd)
-        spare = self._spare
-        if info.st_size == self._state.end and spare is not None and spare.committed is self._state:
-            self._writer = spare  # nobody wrote since our last turn: reuse the writer
+        state = self._state
+        if info.st_size == state.end:  # nothing after what this object knows: no locate
+            spare = self._spare
+            if spare is not None and spare.committed is state:
+                self._writer = spare  # nobody wrote since our last turn: reuse the writer
+            else:
+                self._writer = Writer(
+                    fd, self._path, self._header, state, durable=self.durable, clock=self._clock
+                )
             return change
         return self._catch_up(fd, info.st_size) or change
 
@@ -404,20 +480,31 @@ class SharedRecordFile(RecordFile):
     # --- the inter-process lock -----------------------------------------------------------
     @contextlib.contextmanager
     def _os_lock(self) -> Iterator[None]:
-        if not self._use_os_lock:
+        self._acquire_os_lock()
+        try:
             yield
+        finally:
+            self._release_os_lock()
+
+    def _acquire_os_lock(self) -> None:
+        if not self._use_os_lock:
             return
         if fcntl is None:  # pragma: no cover - no flock on this platform
             from klepto._fs import InterProcessLock
 
-            with InterProcessLock(self._lock_path):
-                yield
+            self._portable_lock = InterProcessLock(self._lock_path)
+            self._portable_lock.acquire()
             return
-        fd = self._acquire_lock_file()
-        try:
-            yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
+        self._acquire_lock_file()
+
+    def _release_os_lock(self) -> None:
+        if not self._use_os_lock:
+            return
+        if fcntl is None:  # pragma: no cover
+            self._portable_lock.release()
+            return
+        if self._lock_fd is not None:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     def _acquire_lock_file(self) -> int:
         fd = self._lock_fd
@@ -453,6 +540,7 @@ class SharedRecordFile(RecordFile):
         self._writer = None
         self._spare = None
         self._in_turn = False
+        self._turn_depth = 0
         self._pid = os.getpid()
         lock_fd, self._lock_fd = self._lock_fd, None
         if lock_fd is not None:
@@ -481,6 +569,89 @@ def frame_offset(records: RecordFile, number: int) -> int:
         raise IndexError(f"record {number} is not committed ({state.count} records)")
     index = records._writer.index if records._writer is not None else state.index
     return records._reader.find(index, number)[1]
+
+
+def _advance(
+    shared: SharedRecordFile, fd: int, head: bytes, size: int
+) -> tuple[State, list[bytes]] | None:
+    """The state after the commits since ``shared``'s, and their records, in one pass over
+    the new blocks; ``None`` when that is not the simple case (no newer intact commit at
+    the newest pointer, a rewritten region, compressed frames): then ``locate`` decides."""
+    state = shared._state
+    slots = read_slots(head)
+    if not slots or slots[0].seq <= state.seq or slots[0].commit_offset < state.end:
+        return None
+    anchor = read_commit(fd, slots[0].commit_offset, shared._header.file_id, size)
+    if anchor is None or (anchor.seq, anchor.record_count) != (slots[0].seq, slots[0].record_count):
+        return None
+    index = state.index.copy()
+    since = state.since_checkpoint
+    records: list[bytes] = []
+    blocks = _BlockReader(shared, state.end, anchor.end)
+    for offset, kind, flags, first, count, body in blocks.walk():
+        since = 0 if kind == fmt.CHECKPOINT else since + 1
+        if kind == fmt.FRAME:
+            if flags or count != 1 or first != state.count + len(records):
+                return None
+            index.add(0, first, offset)
+            records.append(body)
+        elif kind == fmt.INDEX:
+            try:
+                index.replay_page(count, first, offset, len(body) // 16)
+            except ValueError as exc:
+                raise fmt.corrupt(
+                    f"index page out of place ({exc})", shared._path, offset
+                ) from None
+    if blocks.offset != anchor.end or state.count + len(records) != anchor.record_count:
+        raise fmt.corrupt("damaged block before the last commit", shared._path, blocks.offset)
+    return state.advanced(anchor, index, since), records
+
+
+class _BlockReader:
+    """Walks the blocks of a committed region in reads of up to ``_SCAN_READ`` bytes,
+    checking every header and frame body."""
+
+    def __init__(self, shared: SharedRecordFile, offset: int, end: int) -> None:
+        self.shared = shared
+        self.offset = offset
+        self.end = end
+        self.buf = b""
+        self.buf_start = offset
+
+    def _bytes(self, offset: int, size: int) -> bytes:
+        rel = offset - self.buf_start
+        if rel < 0 or rel + size > len(self.buf):
+            want = max(size, min(_SCAN_READ, self.end - offset))
+            self.buf = self.shared._read_at(offset, want)
+            self.buf_start, rel = offset, 0
+        return self.buf[rel : rel + size]
+
+    def walk(self) -> Iterator[tuple[int, int, int, int, int, bytes]]:
+        """``(offset, kind, flags, a, b, body)`` of every block up to the end (frame bodies
+        checked; other bodies only as needed by the caller)."""
+        path = self.shared._path
+        unpack, crc32 = fmt.BLOCK.unpack_from, fmt.crc32
+        while self.offset + fmt.BLOCK_SIZE <= self.end:
+            offset = self.offset
+            head = self._bytes(offset, fmt.BLOCK_SIZE)
+            kind, flags, reserved, body_crc, size, a, b, crc = unpack(head)
+            end = offset + fmt.BLOCK_SIZE + size
+            if reserved or crc32(head[:28]) != crc or kind not in fmt.KIND_NAMES or end > self.end:
+                raise fmt.corrupt("damaged block header", path, offset)
+            self.offset = end
+            body = b""
+            if kind in (fmt.FRAME, fmt.INDEX):
+                body = self._bytes(offset + fmt.BLOCK_SIZE, size)
+                if len(body) != size or crc32(body) != body_crc:
+                    raise fmt.corrupt("block checksum mismatch", path, offset)
+            yield offset, kind, flags, a, b, body
+
+    def next_frame(self) -> tuple[int, int, int, int, bytes]:
+        """``(offset, flags, first record, record count, body)`` of the next frame."""
+        for offset, kind, flags, first, count, body in self.walk():
+            if kind == fmt.FRAME:
+                return offset, flags, first, count, body
+        raise fmt.corrupt("records missing before the last commit", self.shared._path, self.offset)
 
 
 def _weak_reader(shared: SharedRecordFile) -> Callable[[int, int], bytes]:

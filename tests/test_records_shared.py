@@ -27,11 +27,11 @@ def test_created_with_metadata_and_shared_between_objects(tmp_path):
     b = SharedRecordFile(path, metadata=b"ignored: the file exists")
     assert b.get_metadata() == b"settings"
     write(a, b"one")
-    assert b.poll() == Change(False, 0, 1)
+    assert b.poll() == Change(False, 0, 1, [b"one"])  # the new records come along
     assert b.poll() is None
     write(b, b"two", b"three")
     with a.turn() as change:
-        assert change == Change(False, 1, 3)
+        assert change[:3] == (False, 1, 3)
         assert list(a) == [b"one", b"two", b"three"]
     with a.turn() as change:
         assert change is None  # nobody wrote since: the writer is reused
@@ -88,7 +88,7 @@ def test_rewrite_is_noticed_by_other_objects(tmp_path):
             fresh.set_metadata(b"m")
         a.append(b"after")
         a.commit()
-    assert b.poll() == Change(True, 0, 2)
+    assert b.poll()[:3] == (True, 0, 2)
     assert list(b) == [b"new", b"after"] and b.get_metadata() == b"m"
 
 
@@ -97,10 +97,27 @@ def test_a_deleted_file_is_recreated_empty(tmp_path):
     shared = SharedRecordFile(path, metadata=b"meta")
     write(shared, b"x")
     os.unlink(path)
-    assert shared.poll() == Change(True, 0, 0)
+    assert shared.poll()[:3] == (True, 0, 0)
     assert len(shared) == 0 and shared.get_metadata() == b"meta"
     with pytest.raises(FileNotFoundError):
         SharedRecordFile(tmp_path / "absent", create=False)
+
+
+def test_poll_reads_many_commits_in_one_pass(tmp_path):
+    path = tmp_path / "f"
+    writer, reader = SharedRecordFile(path), SharedRecordFile(path)
+    records = [os.urandom(i * 13 % 900 + 1) for i in range(700)]  # index pages and checkpoints
+    for record in records:
+        write(writer, record)
+    change = reader.poll()
+    assert change == Change(False, 0, 700, records)
+    assert list(reader) == records == [reader[i] for i in range(700)]
+    write(writer, b"a", b"b")  # several records in one frame: read by scan() instead
+    change = reader.poll()
+    assert change == Change(False, 700, 702) and list(reader.scan(700, 702)) == [b"a", b"b"]
+    write(reader, b"from the reader")
+    assert writer.poll()[:3] == (False, 702, 703)
+    assert list(writer.scan(0, 703))[-1] == b"from the reader"
 
 
 def test_direct_record_access(tmp_path):
