@@ -3,6 +3,7 @@
 Layout (integers little-endian)::
 
     set      b"S" | digest (16) | key envelope length u32 | key envelope | value envelope
+    replace  b"s" | (the same)
     delete   b"D" | digest (16)
     clear    b"C"
 
@@ -11,7 +12,10 @@ bytes): entries are located by it. The key envelope is ``Packer.pack(key)`` and 
 envelope ``Packer.pack((hex digest, value))``: both checksummed (and HMAC-signed when the
 archive has a key), and the value is bound to its key's digest, so a value can never be
 returned for another key. A later record for the same digest supersedes an earlier one; a
-delete record is a tombstone; a clear record ends everything before it.
+delete record is a tombstone; a clear record ends everything before it. A set record is
+``S`` when its key was absent and ``s`` when it replaces a value (the writer knows: it
+holds the lock and is up to date), so other processes keep their counts of live and
+superseded records without looking anything up.
 """
 
 from __future__ import annotations
@@ -24,9 +28,19 @@ from klepto._canonical import stable_bytes
 from klepto.errors import CorruptArchiveError, CorruptionError, SignatureError
 from klepto.integrity import Packer
 
-__all__ = ["CLEAR", "CLEAR_RECORD", "DELETE", "DIGEST_SIZE", "SET", "EntryCodec", "digest_of"]
+__all__ = [
+    "CLEAR",
+    "CLEAR_RECORD",
+    "DELETE",
+    "DIGEST_SIZE",
+    "REPLACE",
+    "SET",
+    "EntryCodec",
+    "digest_of",
+]
 
 SET = 0x53  # "S"
+REPLACE = 0x73  # "s"
 DELETE = 0x44  # "D"
 CLEAR = 0x43  # "C"
 DIGEST_SIZE = 16
@@ -41,6 +55,12 @@ def digest_of(key: Any) -> bytes:
     return _blake2b(stable_bytes(key), digest_size=DIGEST_SIZE).digest()
 
 
+def as_replacement(record: bytes, replaces: bool) -> bytes:
+    """The set ``record`` marked as adding a key (``S``) or replacing a value (``s``)."""
+    wanted = REPLACE if replaces else SET
+    return record if record[0] == wanted else bytes((wanted,)) + record[1:]
+
+
 def delete_record(digest: bytes) -> bytes:
     return _DELETE.pack(DELETE, digest)
 
@@ -50,8 +70,8 @@ def kind_and_digest(record: bytes, where: dict) -> tuple[int, bytes | None]:
     kind = record[0] if record else -1
     if kind == CLEAR and len(record) == 1:
         return CLEAR, None
-    if kind == SET and len(record) >= _SET_HEAD.size:
-        return SET, record[1:17]
+    if kind in (SET, REPLACE) and len(record) >= _SET_HEAD.size:
+        return kind, record[1:17]
     if kind == DELETE and len(record) == _DELETE.size:
         return DELETE, record[1:17]
     raise CorruptArchiveError(f"unknown file_archive record (kind {kind})", **where)
@@ -84,7 +104,7 @@ class EntryCodec:
             )
 
     def _split(self, record: bytes, where: dict) -> tuple[bytes, memoryview, memoryview]:
-        if len(record) < _SET_HEAD.size or record[0] != SET:
+        if len(record) < _SET_HEAD.size or record[0] not in (SET, REPLACE):
             raise CorruptArchiveError("not a set record", **where)
         _, digest, key_length = _SET_HEAD.unpack_from(record)
         view = memoryview(record)

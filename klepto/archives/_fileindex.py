@@ -218,20 +218,22 @@ class KeyIndex:
         return None
 
     # --- changes (records applied in file order) ------------------------------------------
-    def note_set(self, digest: bytes, number: int) -> None:
-        if self.locate(digest) is None:
-            self.live += 1
+    def note_set(self, digest: bytes, number: int, replaces: bool) -> None:
+        """Record ``number`` sets ``digest``; ``replaces``: the key had a value before."""
+        if replaces:
+            self.dead += 1  # the record it supersedes
         else:
-            self.dead += 1  # the record it replaces
-        self._remember(digest)
+            self.live += 1
+        if self._journal is not None:
+            self._journal.append((digest, self.recent.get(digest, _ABSENT)))
         self.recent[digest] = number
 
     def note_delete(self, digest: bytes, number: int) -> None:
-        if self.locate(digest) is not None:
-            self.live -= 1
-            self.dead += 1
-        self.dead += 1  # the tombstone itself
-        self._remember(digest)
+        """Record ``number`` deletes the live key ``digest``."""
+        self.live -= 1
+        self.dead += 2  # the record it supersedes, and the tombstone itself
+        if self._journal is not None:
+            self._journal.append((digest, self.recent.get(digest, _ABSENT)))
         self.recent[digest] = number | TOMB
 
     def note_clear(self, number: int) -> None:
@@ -240,10 +242,6 @@ class KeyIndex:
         self.dead = number + 1  # every record so far, and the clear record itself
         self.live = 0
         self.tables, self.covered, self.recent = [], self.covered, {}
-
-    def _remember(self, digest: bytes) -> None:
-        if self._journal is not None:
-            self._journal.append((digest, self.recent.get(digest, _ABSENT)))
 
     # --- undo of an aborted turn ----------------------------------------------------------
     def begin(self) -> None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Iterator
 from typing import Any
 
 from klepto._recordscan import InvalidRecordFile
@@ -92,21 +91,21 @@ class FileStore:
         if change.replaced:
             self._load()
         else:
-            self._replay(change.start, change.count)
+            self._replay(change.start, change.count, change.records)
 
-    def _replay(self, start: int, stop: int) -> None:
+    def _replay(self, start: int, stop: int, records: list[bytes] | None = None) -> None:
         index = self.index
         where = self._where
         number = start
         try:
-            for record in self.main.records(start, stop):
+            for record in self.main.scan(start, stop) if records is None else records:
                 kind, digest = fmt.kind_and_digest(record, where)
-                if kind == fmt.SET:
-                    index.note_set(digest, number)  # type: ignore[arg-type]
-                elif kind == fmt.DELETE:
+                if kind == fmt.DELETE:
                     index.note_delete(digest, number)  # type: ignore[arg-type]
-                else:
+                elif kind == fmt.CLEAR:
                     index.note_clear(number)
+                else:
+                    index.note_set(digest, number, kind == fmt.REPLACE)  # type: ignore[arg-type]
                 number += 1
         except CorruptionError as exc:
             raise _archive_error(exc, self.path, f"record {number}") from exc
@@ -150,46 +149,25 @@ class FileStore:
         return frame_offset(self.main, number) if number < self.main.committed_count else 0
 
     # --- writing --------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def writing(self) -> Iterator[None]:
+    def writing(self) -> _Turn:
         """A turn on the file: caught up on entry, committed (or undone) on exit."""
-        if self._depth:
-            self._depth += 1
-            try:
-                yield
-            finally:
-                self._depth -= 1
-            return
-        with _wrap_errors(self.path), self.main.turn() as change:
-            if change is not None:
-                self._apply(change)
-            self.index.begin()
-            self._depth = 1
-            committed = self.main.committed_count
-            try:
-                yield
-                self.main.commit()
-            except BaseException:
-                if self.main.closed or self.main.committed_count == committed:
-                    self.index.rollback()
-                else:  # the commit reached the file before the error (a failed fsync)
-                    self.index.commit()
-                raise
-            finally:
-                self._depth = 0
-            self.index.commit()
-            self._after_commit()
+        return _Turn(self)
 
     def append(self, record: bytes, digest: bytes | None) -> None:
-        """Append a record (inside :meth:`writing`) and apply it to the index."""
-        number = self.main.append(record)
+        """Append a record (inside :meth:`writing`) and apply it to the index.
+
+        A set record is marked as adding or replacing a key here, under the lock, where
+        this object is up to date.
+        """
         kind = record[0]
-        if kind == fmt.SET:
-            self.index.note_set(digest, number)  # type: ignore[arg-type]
-        elif kind == fmt.DELETE:
-            self.index.note_delete(digest, number)  # type: ignore[arg-type]
+        if kind == fmt.DELETE:
+            self.index.note_delete(digest, self.main.append(record))  # type: ignore[arg-type]
+        elif kind == fmt.CLEAR:
+            self.index.note_clear(self.main.append(record))
         else:
-            self.index.note_clear(number)
+            replaces = self.index.locate(digest) is not None  # type: ignore[arg-type]
+            number = self.main.append(fmt.as_replacement(record, replaces))
+            self.index.note_set(digest, number, replaces)  # type: ignore[arg-type]
 
     def _after_commit(self) -> None:
         index = self.index
@@ -233,8 +211,8 @@ class FileStore:
         merged = self.index.merged(self._frame_of)
         order = list(record_order(merged))
         with self.main.rewrite() as fresh:
-            for i in order:
-                fresh.append(self.record((merged.rec[i], merged.off[i])))
+            for i in order:  # every key is new to the new file
+                fresh.append(fmt.as_replacement(self.record((merged.rec[i], merged.off[i])), False))
             fresh.set_metadata(self.settings_blob)
             fresh.commit()
             table = _renumbered(merged, order, fresh)
@@ -334,14 +312,68 @@ def _wrap(call: Any, path: str) -> Any:
         raise CorruptArchiveError(exc.reason, path=exc.path or path, offset=exc.offset) from exc
 
 
-@contextlib.contextmanager
-def _wrap_errors(path: str) -> Iterator[None]:
-    try:
-        yield
-    except (CorruptArchiveError, SignatureError):
-        raise
-    except CorruptionError as exc:
-        raise CorruptArchiveError(exc.reason, path=exc.path or path, offset=exc.offset) from exc
+class _Turn:
+    """``FileStore.writing()``: one turn on the file, or a part of an enclosing one."""
+
+    __slots__ = ("committed", "store")
+
+    def __init__(self, store: FileStore) -> None:
+        self.store = store
+        self.committed = 0
+
+    def __enter__(self) -> None:
+        store = self.store
+        if store._depth:
+            store._depth += 1
+            return
+        store.sync()  # catch up before taking the lock: the turn then has little to read
+        main = store.main
+        try:
+            change = main.start_turn()
+        except (CorruptArchiveError, SignatureError):
+            raise
+        except CorruptionError as exc:
+            raise _archive_error(exc, store.path, "the latest commits") from exc
+        try:
+            if change is not None:
+                store._apply(change)
+        except BaseException:
+            main.finish_turn()
+            raise
+        store.index.begin()
+        store._depth = 1
+        self.committed = main.committed_count
+
+    def __exit__(self, kind: Any, error: Any, trace: Any) -> None:
+        store = self.store
+        store._depth -= 1
+        if store._depth:
+            return
+        main = store.main
+        try:
+            if kind is None:
+                self._commit()
+            else:
+                self._abandon()
+        finally:
+            main.finish_turn()
+
+    def _commit(self) -> None:
+        store = self.store
+        try:
+            store.main.commit()
+        except BaseException:
+            self._abandon()
+            raise
+        store.index.commit()
+        store._after_commit()
+
+    def _abandon(self) -> None:
+        store, main = self.store, self.store.main
+        if main.closed or main.committed_count == self.committed:
+            store.index.rollback()
+        else:  # the commit reached the file before the error (a failed fsync): keep it
+            store.index.commit()
 
 
 def _text(exc: BaseException) -> str:

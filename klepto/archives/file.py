@@ -28,6 +28,7 @@ from typing import Any
 
 from klepto.archives import _filesettings
 from klepto.archives._base import Archive
+from klepto.archives._expiry import MISSING, live_value
 from klepto.archives._fileformat import CLEAR_RECORD, EntryCodec, delete_record, digest_of
 from klepto.archives._filestore import FileStore
 from klepto.archives._literal import LiteralSerializer
@@ -186,11 +187,10 @@ class file_archive(Archive):
                 return default
             value = store.value(digest, found, key)
             store.append(delete_record(digest), digest)
-            return value
+        return self._popped(key, value, () if default is _NO_DEFAULT else (default,))
 
-    def popitem(self) -> tuple[Any, Any]:
-        """Remove and return the most recently written ``(key, value)``."""
-        self._check_open()
+    def _popitem_once(self) -> tuple[Any, Any]:
+        """Remove and return the most recently written ``(key, stored entry)``."""
         with self._lock, self._store.writing():
             store = self._store
             entries = store.entries()
@@ -208,17 +208,40 @@ class file_archive(Archive):
             store = self._store
             found = store.index.locate(digest)
             if found is not None:
-                return store.value(digest, found, key)
-            store.append(store.codec.set_record(digest, key, default), digest)
+                value = live_value(store.value(digest, found, key), self._timer())
+                if value is not MISSING:
+                    return value
+            store.append(store.codec.set_record(digest, key, self._wrap(default)), digest)
             return default
 
-    def __asdict__(self) -> dict:
-        """A plain dict of the contents (each record read once)."""
+    def _stored_items(self) -> dict[Any, Any]:
+        """Every entry as stored (each record read once)."""
         self._check_open()
         with self._lock:
             store = self._store
             store.sync()
             return dict(store.item_of(found) for found in store.entries())
+
+    # --- size accounting and locks (see klepto.archives._policy) ----------------------------
+    def _entry_sizes(self) -> list[tuple[int, int, Any]]:
+        """``(write order, record bytes, key)`` of every live entry."""
+        with self._lock:
+            store = self._store
+            store.sync()
+            sizes = []
+            for order, found in enumerate(store.entries()):
+                record = store.record(found)
+                where = {"path": self._path, "offset": found[1] or None}
+                sizes.append((order, len(record), store.codec.key(record, where)))
+            return sizes
+
+    def _entry_size(self, key: Any) -> int | None:
+        with self._lock:
+            found = self._store.locate(key)[1]
+            return None if found is None else len(self._store.record(found, key))
+
+    def _lock_path(self) -> str:
+        return self._path + ".klepto-locks"
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[file_archive]:
@@ -278,6 +301,7 @@ class file_archive(Archive):
         with self._lock:
             self._store.drop()
             self._closed = True
+        self._remove_lock_file()
 
     def close(self) -> None:
         with self._lock:
