@@ -16,6 +16,7 @@ from typing import IO, Any
 
 from klepto._cli_output import ProgressBar, emit_json, parse_key, show_mapping
 from klepto._export import jsonable
+from klepto.errors import CorruptionError
 from klepto.stores import Store, open_archive, open_store
 
 __all__ = ["HANDLERS"]
@@ -79,9 +80,25 @@ def rm(args: argparse.Namespace) -> int:
     return OK
 
 
+def _unopenable(args: argparse.Namespace, exc: CorruptionError) -> dict[str, Any]:
+    """A verification report for a store too damaged to open (its settings, its last commit)."""
+    where = str(exc.path if exc.path is not None else args.location)
+    problem = {"where": where, "reason": exc.reason}
+    return {
+        "location": args.location,
+        "kind": "?",
+        "ok": False,
+        "checked": 0,
+        "problems": [problem],
+    }
+
+
 def verify(args: argparse.Namespace) -> int:
-    with _opened(args) as store, _bar(args, "verify") as bar:
-        found = store.verify(progress=bar)
+    try:
+        with _opened(args) as store, _bar(args, "verify") as bar:
+            found = store.verify(progress=bar)
+    except CorruptionError as exc:
+        found = _unopenable(args, exc)
     if args.json:
         emit_json(found)
     else:

@@ -138,6 +138,16 @@ def test_verify_dir_archive_reports_the_damaged_entry(results):
     assert "DAMAGED: 1 problem(s)" in text.stdout and entry in text.stdout
 
 
+def test_verify_reports_damaged_settings(results):
+    settings = results / "results" / ".klepto"
+    settings.write_text(settings.read_text().replace('"dill"', '"dilx"'))
+    found = klepto("verify", "results", "--json", cwd=results)
+    assert found.returncode == 1
+    (problem,) = json.loads(found.stdout)["problems"]
+    assert problem["where"] == str(settings) and "checksum" in problem["reason"]
+    assert klepto("info", "results", cwd=results).returncode == 3
+
+
 def test_verify_record_file_names_the_offset(tmp_path):
     with RecordFile(tmp_path / "log.krf", "a", compression=None) as records:
         records.extend([b"first record", b"second record"])
