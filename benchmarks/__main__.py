@@ -17,6 +17,8 @@ WORKLOADS = {
     "W1": "benchmarks.w1_hits",
     "W2": "benchmarks.w2_misses",
     "W3": "benchmarks.w3_archives",
+    "W4": "benchmarks.w4_memo",
+    "W5": "benchmarks.w5_writers",
     "W6": "benchmarks.w6_records",
     "W7": "benchmarks.w7_oplog",
     "W8": "benchmarks.w8_durability",

@@ -29,6 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from benchmarks import _filescale
 from benchmarks._harness import Result
 
 NAME = "W3"
@@ -42,6 +43,13 @@ def _dir_archive(path: str, **options: Any) -> Any:
     from klepto.archives import dir_archive
 
     return dir_archive(path, cached=False, **options)
+
+
+def _file_archive(path: str) -> Any:
+    from klepto.archives import file_archive
+
+    os.makedirs(path, exist_ok=True)
+    return file_archive(os.path.join(path, "memo.pkl"), cached=False)
 
 
 def _sqlite_url(path: str) -> str:
@@ -83,6 +91,7 @@ def _shelve(path: str) -> Any:
 
 #: name -> opener(path); the opener must work in a fresh process (it is looked up by name).
 STORES: dict[str, Callable[[str], Any]] = {
+    "klepto.file_archive": _file_archive,
     "klepto.dir_archive": _dir_archive,
     "sqltable_archive (sqlite)": _sqltable_archive,
     "sql_archive (sqlite)": _sql_archive,
@@ -96,6 +105,15 @@ LARGE_ONLY: dict[str, Callable[[str], Any]] = {
 }
 #: klepto store -> metric -> largest acceptable ratio to PEER (performance.md W3).
 TARGETS: dict[str, dict[str, float]] = {
+    "klepto.file_archive": {
+        "write cum@1k": 0.5,
+        "write at 1k": 0.5,
+        "write at 10k": 0.5,
+        "open+first lookup": 1.0,
+        "read (new process)": 1.0,
+        "large write": 1.0,
+        "large read": 1.0,
+    },
     "klepto.dir_archive": {
         "write cum@1k": 2.0,
         "write at 1k": 2.0,
@@ -269,6 +287,7 @@ def run(quick: bool = False) -> list[Result]:
         for name, (wrote, read) in large.items():
             results.append(_result("large write", name, wrote, "us"))
             results.append(_result("large read", name, read, "us"))
+        results += _filescale.run(base, quick)  # file_archive at 1M entries
     finally:
         shutil.rmtree(base, ignore_errors=True)
     return results
