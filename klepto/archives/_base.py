@@ -2,19 +2,22 @@
 
 A backend ("raw") archive implements a handful of primitives (``_get``, ``_set``,
 ``_delete``, ``_keys``, ``_len`` and, when it can do better than one key at a time,
-``_set_many``, ``_contains``, ``_clear``, ``_add``); everything else -- the mapping API, the classic
-``load/dump/sync/archived/drop/open`` no-ops that let a raw archive stand where a cache is
-expected, ``popkeys``, ``copy``, ``__asdict__``, context management and closing -- is here,
-written once.
+``_set_many``, ``_contains``, ``_clear``, ``_add``, ``_stored_items``); everything else -- the
+mapping API, the classic ``load/dump/sync/archived/drop/open`` no-ops that let a raw archive
+stand where a cache is expected, ``popkeys``, ``copy``, ``__asdict__``, context management and
+closing -- is here, written once, and so are the policies of
+:mod:`klepto.archives._policy` (expiry, size limit, per-key locks).
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterable, Iterator, Mapping, MutableMapping
+from collections.abc import ItemsView, Iterable, Iterator, Mapping, MutableMapping, ValuesView
 from typing import Any, ClassVar
 
+from klepto.archives._expiry import MISSING, Expiring, live_value
+from klepto.archives._policy import ArchivePolicies, _LiveItems, _LiveValues
 from klepto.errors import ArchiveClosedError
 
 __all__ = ["Archive", "archive_name"]
@@ -22,7 +25,7 @@ __all__ = ["Archive", "archive_name"]
 _NO_DEFAULT = object()
 
 
-class Archive(MutableMapping):
+class Archive(ArchivePolicies, MutableMapping):  # type: ignore[type-arg]
     """Base class of every backend archive (never instantiated itself).
 
     ``__state__`` always holds ``'id'``, the archive's identity or location; ``name``,
@@ -93,11 +96,18 @@ class Archive(MutableMapping):
 
     def __getitem__(self, key: Any) -> Any:
         self._check_open()
-        return self._get(key)
+        value = self._get(key)
+        if type(value) is Expiring:
+            value = live_value(value, self._timer())
+            if value is MISSING:
+                raise KeyError(key)
+        return value
 
     def __setitem__(self, key: Any, value: Any) -> None:
         self._check_open()
-        self._set(key, value)
+        self._set(key, self._wrap(value))
+        if self._size_limit is not None:
+            self._wrote(key)
 
     def __delitem__(self, key: Any) -> None:
         self._check_open()
@@ -112,8 +122,21 @@ class Archive(MutableMapping):
         return self._len()
 
     def __contains__(self, key: object) -> bool:
+        """Whether ``key`` holds an entry that has not expired (its deadline is inside it)."""
         self._check_open()
-        return self._contains(key)
+        try:
+            self._live(key)
+        except KeyError:
+            return False
+        return True
+
+    def items(self) -> ItemsView[Any, Any]:
+        """The items, leaving out expired entries and entries deleted during the walk."""
+        return _LiveItems(self)
+
+    def values(self) -> ValuesView[Any]:
+        """The values, leaving out expired entries and entries deleted during the walk."""
+        return _LiveValues(self)
 
     def update(self, other: Any = (), /, **kwds: Any) -> None:  # type: ignore[override]
         """Store many items at once (in one transaction where the backend has them)."""
@@ -122,30 +145,69 @@ class Archive(MutableMapping):
             other = other.__asdict__()
         items = list(other.items() if hasattr(other, "items") else other)
         items.extend(kwds.items())
-        if items:
-            self._set_many(items)
+        if not items:
+            return
+        if self._expire is not None:
+            items = [(key, self._wrap(value)) for key, value in items]
+        self._set_many(items)
+        if self._size_limit is not None:
+            for key, _ in items:
+                self._wrote(key)
 
     def clear(self) -> None:
         self._check_open()
         self._clear()
+        if self._size_limit is not None:
+            self._size_limit.forget()
 
     def add(self, key: Any, value: Any) -> bool:
         """Store ``value`` under ``key`` only if the key is absent (atomically); True if stored.
 
         Concurrent writers racing on one key: exactly one ``add`` returns True, and no
-        stored value is ever replaced by it.
+        stored value is ever replaced by it. An expired entry not yet deleted by
+        :meth:`expire` counts as present here.
         """
         self._check_open()
-        return self._add(key, value)
+        added = self._add(key, self._wrap(value))
+        if added and self._size_limit is not None:
+            self._wrote(key)
+        return added
 
     def setdefault(self, key: Any, default: Any = None) -> Any:
         self._check_open()
         with self._lock:
             try:
-                return self._get(key)
+                return self._value(self._live(key))
             except KeyError:
-                self._set(key, default)
+                self[key] = default
                 return default
+
+    def pop(self, key: Any, *default: Any) -> Any:
+        """Remove ``key`` and return its value (an expired entry is removed as missing)."""
+        if len(default) > 1:
+            raise TypeError(f"pop expected at most 2 arguments, got {1 + len(default)}")
+        self._check_open()
+        try:
+            stored = self._get(key)
+            self._delete(key)
+        except KeyError:
+            stored = MISSING
+        return self._popped(key, stored, default)
+
+    def popitem(self) -> tuple[Any, Any]:
+        """Remove and return some ``(key, value)``; expired entries met on the way are removed."""
+        self._check_open()
+        return self._pop_live(self._popitem_once)
+
+    def _popitem_once(self) -> tuple[Any, Any]:
+        for key in self._keys():
+            try:
+                stored = self._get(key)
+                self._delete(key)
+            except KeyError:
+                continue  # taken by another writer since the listing
+            return key, stored
+        raise KeyError("popitem(): archive is empty")
 
     def popkeys(self, keys: Any, *default: Any) -> Any:
         """Pop several keys; without a default, raise ``KeyError`` before popping any."""
@@ -155,10 +217,10 @@ class Archive(MutableMapping):
         """A plain dict with keys from ``iterable`` (classic klepto API)."""
         return dict.fromkeys(iterable, value)
 
-    def __asdict__(self) -> dict:
-        """A plain dict of the contents."""
+    def __asdict__(self) -> dict[Any, Any]:
+        """A plain dict of the contents (expired entries left out)."""
         self._check_open()
-        return dict(self.items())
+        return {key: self._value(stored) for key, stored in self._live_stored().items()}
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Mapping):

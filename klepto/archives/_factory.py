@@ -4,7 +4,9 @@
 it (``cached=False``) or a :class:`~klepto.archives.cache` in front of it (``cached=True``,
 the default), seeded with ``dict``. ``isinstance(x, file_archive)`` is true for the backend
 and for a cache whose backend it is. ``autodump=False`` stops a cache front from writing its
-unsaved entries when it is closed or at interpreter exit.
+unsaved entries when it is closed or at interpreter exit. ``expire=`` (seconds),
+``size_limit=`` (bytes) and ``timer=`` configure the backend's policies
+(:meth:`klepto.archives.archive.configure`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ from typing import Any
 from klepto.archives._cached import cache
 
 __all__ = ["ArchiveFactory", "make_factory"]
+
+#: Keywords every factory takes for the archive policies (see ``Archive.configure``).
+_POLICIES = ("expire", "size_limit", "timer")
 
 
 class ArchiveFactory(type):
@@ -32,7 +37,10 @@ class ArchiveFactory(type):
 
 def _build(cls: Any, name: Any = None, dict: Any = None, cached: bool = True, **kwds: Any) -> Any:
     autodump = kwds.pop("autodump", True)
+    policies = {k: kwds.pop(k) for k in _POLICIES if kwds.get(k) is not None}
     backend = cls.__open__(name, **kwds)
+    if policies:
+        backend.configure(**policies)
     front = cache(archive=backend) if cached else backend
     if cached and not autodump:
         front.autodump = False

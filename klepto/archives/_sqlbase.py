@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import Any, ClassVar
 
 from klepto.archives._base import Archive
+from klepto.archives._expiry import MISSING
 
 __all__ = ["SqlArchive"]
 
@@ -236,11 +237,9 @@ class SqlArchive(Archive):
                 row = self._connector.fetch(schema.get, schema.get.bind(digest))
                 if row is not None:
                     self._connector.execute(conn, schema.delete, digest)
-            if row is not None:  # decoded inside: a damaged value is not deleted
-                return codec.unpack_value(row[0], key)
-        if default:
-            return default[0]
-        raise KeyError(key)
+            # Decoded inside the transaction: a damaged value is not deleted.
+            stored = MISSING if row is None else codec.unpack_value(row[0], key)
+        return self._popped(key, stored, default)
 
     def popitem(self) -> tuple[Any, Any]:
         """Remove and return some ``(key, value)``; ``KeyError`` when empty."""
@@ -255,8 +254,8 @@ class SqlArchive(Archive):
             if value is not _EMPTY:  # else another writer took it first: try the next
                 return key, value
 
-    def __asdict__(self) -> dict:
-        """All entries, read with one query."""
+    def _stored_items(self) -> dict[Any, Any]:
+        """Every entry as stored, read with one query."""
         self._check_open()
         schema, codec, _ = self._ready()
         rows = self._connector.fetch(schema.rows, rows=True)
@@ -279,6 +278,25 @@ class SqlArchive(Archive):
             for start in range(0, len(values), _BATCH):
                 self._upsert(conn, schema, values[start : start + _BATCH])
 
+    # --- size accounting and locks (see klepto.archives._policy) ---------------------------
+    def _entry_sizes(self) -> list[tuple[Any, int, str]]:
+        """``(row order, bytes, kdigest)`` of every row (SQLite: rowid, the first write)."""
+        from klepto.archives._sqlsize import entry_sizes
+
+        schema, _, _ = self._ready()
+        return entry_sizes(self._connector, schema)
+
+    def _evict_entry(self, handle: Any) -> None:
+        schema, _, _ = self._ready()
+        with self._connector.transaction() as conn:
+            self._connector.execute(conn, schema.delete, {"kdigest": handle})
+
+    def _lock_path(self) -> str | None:
+        """SQLite files: ``<database>.klepto-locks``; servers: None (in-process locks)."""
+        if self._connector.backend != "sqlite" or self._is_memory():
+            return None
+        return f"{self._url.database}.klepto-locks"
+
     # --- lifecycle -----------------------------------------------------------------------
     @contextlib.contextmanager
     def transaction(self) -> Iterator[SqlArchive]:
@@ -295,9 +313,9 @@ class SqlArchive(Archive):
         """``archive[key]``, storing ``default`` first if missing (in one transaction)."""
         with self.transaction():
             try:
-                return self._get(key)
+                return self._value(self._live(key))
             except KeyError:
-                self._set(key, default)
+                self._set(key, self._wrap(default))
                 return default
 
     def _reopen_kwds(self) -> dict[str, Any]:
@@ -350,6 +368,7 @@ class SqlArchive(Archive):
         if self._connector.backend == "sqlite":
             if not self._is_memory():
                 _sqlengine.remove_sqlite_file(self._url.database)
+                self._remove_lock_file()
         else:
             _sqlengine.drop_database(self._url, self._config)
 

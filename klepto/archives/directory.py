@@ -6,6 +6,7 @@ Layout of the root directory::
     K_<32 hex digits>       one entry per key; the name is stable_hash(key), the file holds
                             the original key and the value (see klepto.archives._direntry)
     .klepto-tmp-*.tmp       a write in flight (or left by a killed writer); never a key
+    .klepto-locks           byte-range locks of ``lock(key)`` (created on first use, empty)
 
 A write serializes the entry into a fresh temporary file in the root (``mkstemp``: O_EXCL,
 mode 0o600, never following a planted symlink) and publishes it with one ``os.replace``:
@@ -31,16 +32,19 @@ from klepto._fs import fsync_dir
 from klepto.archives import _dirio, _dirsettings
 from klepto.archives._base import Archive
 from klepto.archives._direntry import MEMMAP_MODES, EntryFormat
+from klepto.archives._expiry import MISSING, live_value
 from klepto.archives._literal import LiteralSerializer
 from klepto.archives._quickpickle import QuickDillSerializer
 from klepto.errors import SignatureError
 from klepto.integrity import KEY_ENV, Packer, resolve_key
 from klepto.serializers import get_codec
 
-__all__ = ["STALE_TEMP_SECONDS", "dir_archive"]
+__all__ = ["LOCKS_NAME", "STALE_TEMP_SECONDS", "dir_archive"]
 
 #: Temporary files older than this (seconds since their last change) belong to dead writers.
 STALE_TEMP_SECONDS = 3600.0
+#: The per-key lock file of ``lock(key)`` in the root (never an entry: no ``K_`` prefix).
+LOCKS_NAME = ".klepto-locks"
 _ABSENT = object()
 
 
@@ -226,11 +230,7 @@ class dir_archive(Archive):
         value = _ABSENT
         if claim is not None:
             value = self._read_claim(claim, path, {"path": path, "key": key, "digest": digest})
-        if value is not _ABSENT:
-            return value
-        if default:
-            return default[0]
-        raise KeyError(key)
+        return self._popped(key, MISSING if value is _ABSENT else value, default)
 
     def _read_claim(self, claim: str, path: str, where: dict, item: bool = False) -> Any:
         try:
@@ -244,9 +244,8 @@ class dir_archive(Archive):
             os.unlink(claim)
         return value
 
-    def popitem(self) -> tuple[Any, Any]:
-        """Remove and return some ``(key, value)``; atomic across processes."""
-        self._check_open()
+    def _popitem_once(self) -> tuple[Any, Any]:
+        """Remove and return some ``(key, stored entry)``; atomic across processes."""
         for name in _dirio.entry_names(self._root):
             path = os.path.join(self._root, name)
             claim = _dirio.claim(self._root, path)
@@ -273,13 +272,17 @@ class dir_archive(Archive):
         while True:
             value = self._read(path, {"path": path, "key": key, "digest": digest}, item=False)
             if value is not _ABSENT:
-                return value
-            chunks = chunks or self._format.encode(digest, key, default)
+                live = live_value(value, self._timer())
+                if live is not MISSING:
+                    return live
+                self.pop(key, None)  # expired: make way for the default
+                continue
+            chunks = chunks or self._format.encode(digest, key, self._wrap(default))
             if self._publish(path, chunks, exclusive=True):
                 return default
 
-    def __asdict__(self) -> dict:
-        """A plain dict of the contents (each entry read once)."""
+    def _stored_items(self) -> dict[Any, Any]:
+        """Every entry as stored (each entry read once)."""
         self._check_open()
         contents = {}
         for name in _dirio.entry_names(self._root):
@@ -288,6 +291,30 @@ class dir_archive(Archive):
             if item is not _ABSENT:
                 contents[item[0]] = item[1]
         return contents
+
+    # --- size accounting and locks (see klepto.archives._policy) ----------------------------
+    def _entry_sizes(self) -> list[tuple[int, int, str]]:
+        """``(mtime_ns, bytes, path)`` of every entry file: oldest writes are evicted first."""
+        sizes = []
+        for name in _dirio.entry_names(self._root):
+            path = os.path.join(self._root, name)
+            with contextlib.suppress(FileNotFoundError):
+                info = os.lstat(path)
+                sizes.append((info.st_mtime_ns, info.st_size, path))
+        return sizes
+
+    def _entry_size(self, key: Any) -> int | None:
+        try:
+            return os.lstat(self._locate(key)[1]).st_size
+        except FileNotFoundError:
+            return None
+
+    def _evict_entry(self, handle: Any) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(handle)
+
+    def _lock_path(self) -> str:
+        return os.path.join(self._root, LOCKS_NAME)
 
     # --- maintenance ----------------------------------------------------------------------
     def remove_stale_temps(self, max_age: float = STALE_TEMP_SECONDS) -> int:
@@ -307,6 +334,7 @@ class dir_archive(Archive):
         self._check_open()
         self._clear()
         self.remove_stale_temps(max_age=0)
+        self._remove_lock_file()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(self._root, _dirsettings.SETTINGS_NAME))
         try:

@@ -172,7 +172,7 @@ class hdf_archive(Archive):
             self._codec.write(handle, key, value)
             return True
 
-    def __asdict__(self) -> dict:
+    def _stored_items(self) -> dict[Any, Any]:
         """Every entry, read in one opening of the file."""
         with self._open() as handle:
             codec, contents = self._codec, {}
@@ -189,7 +189,7 @@ class hdf_archive(Archive):
         """Rewrite the file with only its live entries (HDF5 keeps deleted space)."""
         self._check_open()
         with self._file_lock:
-            self._replace_with(self.__asdict__())
+            self._replace_with(self._stored_items())
 
     def _replace_with(self, contents: dict) -> None:
         fd, temp = tempfile.mkstemp(
@@ -230,7 +230,7 @@ class hdf_archive(Archive):
             return type(self)(self._path, **self._options())
         with self._file_lock:
             duplicate = type(self)(name, **{**self._options(), **_creation(self._settings)})
-            duplicate.update(self.__asdict__())
+            duplicate.update(self._stored_items())
         return duplicate
 
     def __drop__(self) -> None:
@@ -351,7 +351,7 @@ class hdfdir_archive(Archive):
     def _len(self) -> int:
         return len(self._names())
 
-    def __asdict__(self) -> dict:
+    def _stored_items(self) -> dict[Any, Any]:
         self._check_open()
         return dict(self._read(os.path.join(self._root, n)) for n in self._names())
 
@@ -377,7 +377,7 @@ class hdfdir_archive(Archive):
         if name is None:
             return type(self)(self._root, **options)
         duplicate = type(self)(name, **options, **_creation(self._settings))
-        duplicate.update(self.__asdict__())
+        duplicate.update(self._stored_items())
         return duplicate
 
     def __drop__(self) -> None:

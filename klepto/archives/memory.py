@@ -43,8 +43,7 @@ class dict_archive(Archive):
     def _clear(self) -> None:
         self._data.clear()
 
-    def __asdict__(self) -> dict:
-        self._check_open()
+    def _stored_items(self) -> dict[Any, Any]:
         return dict(self._data)
 
     def copy(self, name: Any = None) -> dict_archive:
@@ -85,7 +84,7 @@ class null_archive(Archive):
         """Return ``default`` without storing it."""
         return self.get(key, default)
 
-    def __asdict__(self) -> dict:
+    def _stored_items(self) -> dict[Any, Any]:
         return {}
 
     def copy(self, name: Any = None) -> null_archive:
