@@ -15,6 +15,7 @@ import operator
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from itertools import chain
 from typing import Any, TypeVar, overload
@@ -93,7 +94,7 @@ class RecordFileBase(Sequence):
             )
         self._header = header
         self._state = located.state
-        self._reader = FrameReader(self._path, header, self._read_at)
+        self._reader = FrameReader(self._path, header, _reading_through(self))
         self._identity = (info.st_dev, info.st_ino)
         self._writer = writer
         self._fd = fd
@@ -456,3 +457,17 @@ class RecordFileBase(Sequence):
         self._check_open()
         assert self._fd is not None
         sync(self._fd)
+
+
+def _reading_through(file: RecordFileBase) -> Callable[[int, int], bytes]:
+    """``file._read_at`` without a strong reference: a dropped file is then freed (and its
+    descriptor and writer lock released) at once, not whenever the cycle collector runs."""
+    owner = weakref.ref(file)
+
+    def read(offset: int, size: int) -> bytes:
+        alive = owner()
+        if alive is None:
+            raise RecordFileClosed("the record file was closed")
+        return alive._read_at(offset, size)
+
+    return read

@@ -3,6 +3,7 @@ options, locking, rewriting, following, verification and a hypothesis model test
 
 from __future__ import annotations
 
+import gc
 import io
 import os
 import pickle
@@ -391,6 +392,18 @@ def test_forked_child_cannot_use_the_parents_writer(filled):
     writer.close()
     with RecordFile(path) as reader:
         assert len(reader) == len(data) + 1
+
+
+def test_a_dropped_writer_releases_the_file_at_once(path):
+    gc.collect()
+    gc.disable()  # no help from the cycle collector: reference counting must be enough
+    try:
+        for i in range(3):
+            RecordFile(path, "a").append(b"%d" % i)  # dropped at once, never closed
+        with RecordFile(path, "a") as f:
+            assert len(f) == 0  # and what it never committed is gone
+    finally:
+        gc.enable()
 
 
 def test_read_only_and_closed_errors(filled):
