@@ -983,3 +983,11 @@ def test_store_matches_a_plain_model():
             suppress_health_check=list(HealthCheck),
         ),
     )
+
+
+def test_module_example_runs(in_tmpdir):
+    import doctest
+
+    from klepto.logs import oplog
+
+    assert doctest.testmod(oplog).failed == 0
