@@ -449,3 +449,21 @@ def test_migrate_refuses_code_in_literal_sources(tmp_path):
 def test_demo_still_runs(tmp_path):
     demo = klepto("demo", "--calls", "2", "--delay", "0", cwd=tmp_path)
     assert demo.returncode == 0 and "time saved" in demo.stdout
+
+
+@pytest.mark.services
+def test_server_archives(tmp_path, postgres_url, mariadb_url, unique_name):
+    from tests.kinds.sql import drop_server_table
+
+    source = f"{postgres_url}?table={unique_name}"
+    target = f"{mariadb_url}?table={unique_name}"
+    try:
+        sqltable_archive(source, cached=False).update({"a": 1, (1, 2): [3]})
+        info = as_json(klepto("info", source, "--json", cwd=tmp_path))
+        assert (info["kind"], info["entries"], info["table"]) == ("sqltable", 2, unique_name)
+        assert as_json(klepto("copy", source, target, "--json", cwd=tmp_path))["copied"] == 2
+        assert as_json(klepto("verify", target, "--json", cwd=tmp_path))["ok"] is True
+        assert klepto("get", target, "(1, 2)", cwd=tmp_path).stdout == "[3]\n"
+    finally:
+        drop_server_table(postgres_url, unique_name)
+        drop_server_table(mariadb_url, unique_name)
