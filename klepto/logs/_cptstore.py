@@ -17,13 +17,25 @@ found from the hint plus a few probes.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any
 
+from klepto._fs import makedirs
+from klepto.archives import cache, null_archive
+from klepto.archives._base import Archive
 from klepto.errors import CorruptArchiveError, CorruptionError, LockedError
 from klepto.logs._branchstore import checked_int, gallop
 
-__all__ = ["FORMAT", "PREFIX", "VERSION", "CheckpointRecord", "CheckpointStore"]
+__all__ = [
+    "FORMAT",
+    "PREFIX",
+    "VERSION",
+    "CheckpointRecord",
+    "CheckpointStore",
+    "backend",
+    "default_archive",
+]
 
 PREFIX = "klepto.cpt"
 FORMAT = "klepto.checkpoint"
@@ -129,3 +141,43 @@ class CheckpointStore:
         for old in reversed(doomed):
             del self.archive[self.key("gen", old)]
             logger.debug("deleted checkpoint %d of %r", old, self.namespace)
+
+
+def backend(archive: Any) -> Archive:
+    if isinstance(archive, cache):
+        archive = archive.archive  # every write must reach storage at once
+    if not isinstance(archive, Archive):
+        raise TypeError(f"expected a klepto archive or a path, got {type(archive).__name__}")
+    if isinstance(archive, null_archive):
+        raise ValueError("a null_archive keeps nothing; give a real archive")
+    return archive
+
+
+def default_archive(path: str, durable: bool, key: bytes | str | None, fallback: bool) -> Archive:
+    """The archive a path names: the file archive when klepto has one, else a directory.
+
+    Its values are the checkpoint records (plain data: ints, str, the sealed state bytes),
+    so it uses the ``safe`` serializer and never unpickles anything itself. A file archive
+    whose last commit is damaged is opened as of its last intact commit when ``fallback``
+    allows (with a warning): that commit is at most the newest checkpoint, and recovery
+    then falls back to the previous one plus the log.
+    """
+    from klepto import archives
+
+    makedirs(os.path.dirname(os.path.abspath(path)))
+    file_archive = getattr(archives, "file_archive", None)
+    if file_archive is None:
+        return archives.dir_archive(path, cached=False, serializer="safe", key=key, durable=durable)
+    options = {"cached": False, "serializer": "safe", "key": key, "durable": durable}
+    try:
+        return file_archive(path, **options)
+    except CorruptionError as exc:
+        if not fallback or not os.path.isfile(path):
+            raise
+        logger.warning(
+            "checkpoint archive %s is damaged (%s); opening it as of its last intact commit"
+            " and falling back to the checkpoints there",
+            path,
+            exc,
+        )
+        return file_archive(path, repair=True, **options)

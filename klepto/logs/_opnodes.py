@@ -21,15 +21,16 @@ not be logged.
 from __future__ import annotations
 
 import operator
-from collections.abc import Iterable, Iterator, MutableMapping, MutableSequence, MutableSet
+from collections.abc import Iterable, Iterator, MutableMapping, MutableSequence
 from typing import Any
 
 from klepto.errors import ArchiveClosedError, KleptoError
 
-__all__ = ["DetachedError", "StoreDict", "StoreList", "StoreSet", "plain"]
+__all__ = ["KINDS", "DetachedError", "StoreDict", "StoreList", "plain", "set_alive", "wrap"]
 
 _MISSING: Any = object()
 _SMALL = 1 << 62  # ints inside +/-_SMALL skip the size check
+KINDS: dict[type, type[_Node]] = {}  # plain container type -> node class (each registers)
 
 
 class DetachedError(KleptoError, RuntimeError):
@@ -108,7 +109,14 @@ class _Node:
         self._root._logged(op)
 
     def _klepto_plain(self) -> Any:
-        return plain(self)
+        raise NotImplementedError
+
+    def _children(self) -> Iterator[_Node]:
+        """The containers directly inside this one."""
+        return iter(())
+
+    def _wrap_children(self) -> None:
+        """Turn the plain containers inside the (new) data into nodes."""
 
     def copy(self) -> Any:
         """A plain, deep copy of the contents (``dict``/``list``/``set``), not logged."""
@@ -174,6 +182,18 @@ class StoreDict(_Node, MutableMapping):
         self._data.clear()
         root._logged(("clr", self._path()))
 
+    def _klepto_plain(self) -> dict:
+        return {k: plain(v) for k, v in self._data.items()}
+
+    def _children(self) -> Iterator[_Node]:
+        return (v for v in self._data.values() if isinstance(v, _Node))
+
+    def _wrap_children(self) -> None:
+        items = self._data
+        for k, v in items.items():
+            if type(v) in KINDS:
+                items[k] = wrap(v, self._root, self, k)
+
     def popitem(self) -> tuple[Any, Any]:
         """Remove and return the last item, as ``dict.popitem`` does (LIFO)."""
         if not self._data:
@@ -216,6 +236,19 @@ class StoreList(_Node, MutableSequence):
     def _init_node(self, data: Any, root: Any, parent: Any, key: Any) -> None:
         _Node._init_node(self, data, root, parent, key)
         self._nodes = 0  # how many items are containers (their indices need upkeep)
+
+    def _klepto_plain(self) -> list:
+        return [plain(v) for v in self._data]
+
+    def _children(self) -> Iterator[_Node]:
+        return (v for v in self._data if isinstance(v, _Node))
+
+    def _wrap_children(self) -> None:
+        items = self._data
+        for i, v in enumerate(items):
+            if type(v) in KINDS:
+                items[i] = wrap(v, self._root, self, i)
+                self._nodes += 1
 
     def _position(self, index: Any, size: int) -> int:
         if isinstance(index, slice):
@@ -420,110 +453,20 @@ def _as_list(other: Any) -> list:
     raise TypeError(f"cannot compare a store list with {type(other).__name__}")
 
 
-class StoreSet(_Node, MutableSet):
-    """A set in an operation store: ``add``, ``discard`` and ``clear`` are logged (and so
-    ``remove``, ``pop``, ``update`` and the in-place operators). Elements are plain hashable
-    values; adding an element already present, or discarding an absent one, logs nothing."""
-
-    __slots__ = ()
-
-    def __contains__(self, value: object) -> bool:
-        return value in self._data
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter(self._data)
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-    @classmethod
-    def _from_iterable(cls, iterable: Iterable[Any]) -> set:
-        return set(iterable)  # s | t and friends give plain sets, as on a frozenset view
-
-    def add(self, value: Any) -> None:
-        self._check()
-        data, memory = self._element(value)
-        if memory in self._data:
-            return
-        root = self._root
-        if root._txn is not None:
-            root._touch(self)
-        self._data.add(memory)
-        root._logged(("add", self._path(), data))
-
-    def discard(self, value: Any) -> None:
-        self._check()
-        if value not in self._data:
-            return
-        data = self._element(value)[0]
-        root = self._root
-        if root._txn is not None:
-            root._touch(self)
-        self._data.discard(value)
-        root._logged(("dis", self._path(), data))
-
-    def update(self, *iterables: Iterable[Any]) -> None:
-        for iterable in iterables:
-            for value in list(iterable):
-                self.add(value)
-
-    def clear(self) -> None:
-        self._check()
-        root = self._root
-        if root._txn is not None:
-            root._touch(self)
-        self._data.clear()
-        root._logged(("clr", self._path()))
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, StoreSet):
-            other = other._data
-        if isinstance(other, (set, frozenset)):
-            return self._data == other
-        return NotImplemented
-
-    __hash__ = None  # type: ignore[assignment]
-
-
-_KINDS: dict[type, type[_Node]] = {dict: StoreDict, list: StoreList, set: StoreSet}
-
-
 def wrap(value: Any, root: Any, parent: Any, key: Any) -> Any:
     """``value`` (plain, owned by the store from now on) with its containers as nodes."""
-    kind = _KINDS.get(type(value))
+    kind = KINDS.get(type(value))
     if kind is None:
         return value
     node = kind.__new__(kind)
     node._init_node(value, root, parent, key)
-    if kind is StoreDict:
-        for k, v in value.items():
-            if type(v) in _KINDS:
-                value[k] = wrap(v, root, node, k)
-    elif kind is StoreList:
-        for i, v in enumerate(value):
-            if type(v) in _KINDS:
-                value[i] = wrap(v, root, node, i)
-                node._nodes += 1
+    node._wrap_children()
     return node
 
 
 def plain(value: Any) -> Any:
     """A deep copy of ``value`` with every store container turned into dict/list/set."""
-    if isinstance(value, StoreDict):
-        return {k: plain(v) for k, v in value._data.items()}
-    if isinstance(value, StoreList):
-        return [plain(v) for v in value._data]
-    if isinstance(value, StoreSet):
-        return set(value._data)
-    return value
-
-
-def children(node: _Node) -> Iterator[_Node]:
-    """The containers directly inside ``node`` (sets hold none)."""
-    if isinstance(node, StoreSet):
-        return iter(())
-    items = node._data.values() if isinstance(node, StoreDict) else node._data
-    return (item for item in items if isinstance(item, _Node))
+    return value._klepto_plain() if isinstance(value, _Node) else value
 
 
 def set_alive(node: _Node, alive: bool) -> None:
@@ -532,4 +475,8 @@ def set_alive(node: _Node, alive: bool) -> None:
     while stack:
         current = stack.pop()
         current._alive = alive
-        stack.extend(children(current))
+        stack.extend(current._children())
+
+
+KINDS[dict] = StoreDict
+KINDS[list] = StoreList

@@ -23,10 +23,11 @@ Guarantees (each has a regression test named after the classic design's bug):
   died right after a checkpoint, during one, during a recovery, or after a restart that
   logged more: numbering continues from what is stored, never from zero.
 * Log segments are deleted only after the checkpoint covering them is stored (durably, in
-  durable mode), and only those no kept checkpoint needs: ``keep`` checkpoints (default 2)
-  are kept, so a damaged newest checkpoint makes recovery fall back to the previous one
-  plus the log, with a ``logging.WARNING`` -- a damaged checkpoint is never loaded. With
-  ``fallback=False``, or when no checkpoint is intact, recovery raises instead.
+  durable mode: an archive you pass must then be durable itself, as
+  ``dir_archive(..., durable=True)``), and only those no kept checkpoint needs: ``keep``
+  checkpoints (default 2) are kept, so a damaged newest checkpoint makes recovery fall back
+  to the previous one plus the log, with a ``logging.WARNING`` -- a damaged checkpoint is
+  never loaded. With ``fallback=False``, or when no checkpoint is intact, recovery raises.
 
 Where things live: ``checkpoints`` is an archive, or a path for the default archive (a
 ``dir_archive``; the file archive once it exists). ``log`` is a directory for record-file
@@ -48,18 +49,18 @@ import io
 import logging
 import os
 import re
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from klepto._fs import InterProcessLock, makedirs
-from klepto.archives import cache, null_archive
+from klepto._fs import InterProcessLock
 from klepto.archives._base import Archive
 from klepto.errors import ArchiveClosedError, CorruptArchiveError, CorruptionError, KleptoError
 from klepto.integrity import COMPRESSED, Packer, unseal
 from klepto.logs._cptlog import ArchiveLog, SegmentLog
-from klepto.logs._cptstore import CheckpointRecord, CheckpointStore
+from klepto.logs._cptstore import CheckpointRecord, CheckpointStore, backend, default_archive
 
 __all__ = ["NoCheckpointError", "Recovery", "SimpleTransactional", "Transactional"]
 
@@ -125,18 +126,18 @@ class Transactional:
         self._durable = durable
         self._owned: Archive | None = None
         if isinstance(checkpoints, (str, os.PathLike)):
-            archive = _default_archive(os.fspath(checkpoints), durable, key, fallback)
+            archive = default_archive(os.fspath(checkpoints), durable, key, fallback)
             self._owned = archive
             log = os.fspath(checkpoints) + ".log" if log is None else log
         else:
-            archive = _backend(checkpoints)
+            archive = backend(checkpoints)
         self._store = CheckpointStore(archive, name)
         if log is None:
             self._log: SegmentLog | ArchiveLog = ArchiveLog(archive, name)
         elif isinstance(log, (str, os.PathLike)):
             self._log = SegmentLog(log, name, durable=durable)
         else:
-            self._log = ArchiveLog(_backend(log), name)
+            self._log = ArchiveLog(backend(log), name)
         self._name = name
         self._keep = keep
         self._fallback = fallback
@@ -148,6 +149,7 @@ class Transactional:
         self._seqs: dict[int, int] = {}  # generation -> seq it covers, as far as known
         self._damaged: set[int] = set()
         self._closed = False
+        self._mutex = threading.RLock()  # threads sharing one object take turns
         self.last_recovery: Recovery | None = None
 
     # --- identity and lifecycle -----------------------------------------------------------
@@ -177,6 +179,10 @@ class Transactional:
 
     def close(self) -> None:
         """Close the log and release the writer lock (and an archive made from a path)."""
+        with self._mutex:
+            self._close()
+
+    def _close(self) -> None:
         if self._closed:
             return
         self._closed = True
@@ -205,13 +211,14 @@ class Transactional:
     # --- writing --------------------------------------------------------------------------
     def log(self, value: Any) -> int:
         """Append ``value`` to the log; its sequence number. It is stored when this returns."""
-        self._check_open()
         blob = self._packer.pack(value)  # a value that does not serialize changes nothing
-        self._claim()
-        seq = self._ensure_numbering() + 1
-        self._log.append(seq, blob)
-        self._seq = seq
-        return seq
+        with self._mutex:
+            self._check_open()
+            self._claim()
+            seq = self._ensure_numbering() + 1
+            self._log.append(seq, blob)
+            self._seq = seq
+            return seq
 
     def checkpoint(self, state: Any) -> int:
         """Store ``state`` as covering every entry logged so far; the last seq it covers.
@@ -219,10 +226,11 @@ class Transactional:
         The checkpoint is written atomically; afterwards checkpoints beyond ``keep`` and the
         log segments no kept checkpoint needs are deleted.
         """
-        self._check_open()
         blob = self._packer.pack(state)
-        self._claim()
-        return self._write_checkpoint(blob, self._ensure_numbering())
+        with self._mutex:
+            self._check_open()
+            self._claim()
+            return self._write_checkpoint(blob, self._ensure_numbering())
 
     def _write_checkpoint(self, blob: bytes, seq: int) -> int:
         gen = self._newest() + 1
@@ -315,6 +323,15 @@ class Transactional:
         Recovery only reads (apart from the first checkpoint of a created state), so it is
         idempotent: killed halfway, it gives the same state when run again.
         """
+        with self._mutex:
+            return self._recover(handlers, create, apply)
+
+    def _recover(
+        self,
+        handlers: tuple[Callable[..., Any], ...],
+        create: Callable[[], Any] | None,
+        apply: Callable[[Any, Any], Any] | None,
+    ) -> Any:
         self._check_open()
         if handlers and (create is not None or apply is not None):
             raise TypeError("pass handlers positionally or create=/apply=, not both")
@@ -473,43 +490,3 @@ class SimpleTransactional(Transactional):
     @property
     def log_path(self) -> str:
         return self._log_path
-
-
-def _backend(archive: Any) -> Archive:
-    if isinstance(archive, cache):
-        archive = archive.archive  # every write must reach storage at once
-    if not isinstance(archive, Archive):
-        raise TypeError(f"expected a klepto archive or a path, got {type(archive).__name__}")
-    if isinstance(archive, null_archive):
-        raise ValueError("a null_archive keeps nothing; give a real archive")
-    return archive
-
-
-def _default_archive(path: str, durable: bool, key: bytes | str | None, fallback: bool) -> Archive:
-    """The archive a path names: the file archive when klepto has one, else a directory.
-
-    Its values are the checkpoint records (plain data: ints, str, the sealed state bytes),
-    so it uses the ``safe`` serializer and never unpickles anything itself. A file archive
-    whose last commit is damaged is opened as of its last intact commit when ``fallback``
-    allows (with a warning): that commit is at most the newest checkpoint, and recovery
-    then falls back to the previous one plus the log.
-    """
-    from klepto import archives
-
-    makedirs(os.path.dirname(os.path.abspath(path)))
-    file_archive = getattr(archives, "file_archive", None)
-    if file_archive is None:
-        return archives.dir_archive(path, cached=False, serializer="safe", key=key, durable=durable)
-    options = {"cached": False, "serializer": "safe", "key": key, "durable": durable}
-    try:
-        return file_archive(path, **options)
-    except CorruptionError as exc:
-        if not fallback or not os.path.isfile(path):
-            raise
-        logger.warning(
-            "checkpoint archive %s is damaged (%s); opening it as of its last intact commit"
-            " and falling back to the checkpoints there",
-            path,
-            exc,
-        )
-        return file_archive(path, repair=True, **options)

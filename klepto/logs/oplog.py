@@ -35,7 +35,6 @@ builds its in-memory values from the encoded data too.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import time
@@ -55,17 +54,10 @@ from klepto.logs._opcodec import (
     ValueCodec,
     WeakEnumHandler,
 )
-from klepto.logs._opnodes import (
-    DetachedError,
-    StoreDict,
-    StoreList,
-    StoreSet,
-    _Node,
-    plain,
-    set_alive,
-    wrap,
-)
+from klepto.logs._opnodes import DetachedError, StoreDict, StoreList, _Node, plain, set_alive, wrap
 from klepto.logs._opreplay import METADATA, check_metadata, json_lines, python_lines, replay
+from klepto.logs._opset import StoreSet
+from klepto.logs._opwriter import LEVEL, NO_LIMIT, Writer, batch_size, dumps, finalize
 from klepto.records import RecordFile, write_records
 
 __all__ = [
@@ -92,79 +84,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("klepto.logs.oplog")
-
-CHUNK = 4096  # operations per record when many are committed at once
-NO_LIMIT = 1 << 62
-# Logs are written far more than read: the fastest zlib level compresses op records about as
-# well as the default (measured: 11.0 vs 10.3 bytes per float append) at a third of the cost.
-LEVEL = 1
-_encoder = json.JSONEncoder(
-    ensure_ascii=True, separators=(",", ":"), allow_nan=False, check_circular=False
-)
-
-
-def _dumps(ops: list) -> bytes:
-    return _encoder.encode(ops).encode("ascii")
-
-
-class _Writer:
-    """The record file behind a store and the operations not yet committed to it.
-
-    It holds no reference to the store, so a forgotten store can be collected and its
-    finalizer still commits what is pending.
-    """
-
-    def __init__(self, file: RecordFile, batch: int | None) -> None:
-        self.file = file
-        self.pending: list[tuple] = []
-        self.batch = _batch_size(batch)
-
-    def commit(self) -> bool:
-        """Write every pending operation in one atomic commit; False if none was pending."""
-        pending = self.pending
-        if not pending:
-            return False
-        file = self.file
-        before = file.committed_count
-        try:
-            for start in range(0, len(pending), CHUNK):
-                file.append(_dumps(pending[start : start + CHUNK]))
-        except BaseException:
-            file.rollback()  # nothing half-appended may ride along with a later commit
-            raise
-        try:
-            file.commit()
-        except BaseException:
-            if not file.closed:
-                if file.committed_count > before:
-                    pending.clear()  # its data reached the file whole: it counts
-                else:
-                    file.rollback()  # retried whole by the next commit, never twice
-            raise
-        pending.clear()
-        return True
-
-    def close(self) -> None:
-        try:
-            self.commit()
-        finally:
-            self.file.close()
-
-
-def _finalize(writer: _Writer) -> None:
-    """Commit and close a store that was never closed (collected, or at interpreter exit)."""
-    try:
-        writer.close()
-    except Exception:  # no caller is left to raise to: report it loudly instead
-        logger.exception("could not commit the operations of an unclosed store %s", writer.file)
-
-
-def _batch_size(batch: int | None) -> int:
-    if batch is None:
-        return NO_LIMIT  # commit only when asked (commit(), close(), transaction end)
-    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-        raise ValueError(f"batch must be a positive int or None, not {batch!r}")
-    return batch
 
 
 class StoreRoot(StoreDict):
@@ -220,7 +139,7 @@ class StoreRoot(StoreDict):
         try:
             check_metadata(file.get_metadata(), location)
             state = replay(file, codec, location)
-            writer = _Writer(file, batch)
+            writer = Writer(file, batch)
             if len(file) == 0 and initial_data:
                 data = codec.encode(initial_data)
                 state = codec.decode(data)
@@ -241,7 +160,7 @@ class StoreRoot(StoreDict):
         for key, value in state.items():
             state[key] = wrap(value, self, self, key)
         self._data = state
-        self._finalizer = weakref.finalize(self, _finalize, writer)
+        self._finalizer = weakref.finalize(self, finalize, writer)
 
     # --- identity -------------------------------------------------------------------------
     @property
@@ -264,7 +183,7 @@ class StoreRoot(StoreDict):
 
     @batch.setter
     def batch(self, value: int | None) -> None:
-        self._writer.batch = _batch_size(value)
+        self._writer.batch = batch_size(value)
         if self._txn is None:
             self._limit = self._writer.batch
 
@@ -364,7 +283,7 @@ class StoreRoot(StoreDict):
     def compact(self) -> None:
         """Rewrite the store's file as one snapshot of the current state (atomically)."""
         self.commit()
-        record = _dumps([("root", self._codec.encode(plain(self)))])
+        record = dumps([("root", self._codec.encode(plain(self)))])
         with self._writer.file.rewrite() as fresh:
             fresh.set_metadata(METADATA)
             fresh.append(record)
@@ -497,13 +416,13 @@ def compact(src: str | os.PathLike, dst: str | os.PathLike | None = None) -> Non
             raise FileNotFoundError(source)
         with RecordFile(source, "a") as file:
             check_metadata(file.get_metadata(), source)
-            record = _dumps([("root", codec.encode(replay(file, codec, source)))])
+            record = dumps([("root", codec.encode(replay(file, codec, source)))])
             with file.rewrite() as fresh:
                 fresh.set_metadata(METADATA)
                 fresh.append(record)
         return
     state = safe_load(source, unknown="keep")
-    record = _dumps([("root", codec.encode(state))])
+    record = dumps([("root", codec.encode(state))])
     write_records(dst, [record], metadata=METADATA, level=LEVEL)
 
 
