@@ -32,6 +32,7 @@ import errno
 import logging
 import os
 import stat
+import struct
 import threading
 import time
 import weakref
@@ -75,6 +76,8 @@ _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 _OPEN_FLAGS = _NOFOLLOW | getattr(os, "O_NONBLOCK", 0)
 _READ_ONLY_ERRORS = {errno.EACCES, errno.EPERM, errno.EROFS}
 _SLACK = 512  # read this much past a frame's nominal size: one read covers most frames
+_unpack_block = fmt.BLOCK.unpack_from
+_PACKED = fmt.F_COMPRESSED | fmt.F_DICT | fmt.F_STREAMED
 _SCAN_READ = 1 << 18  # sequential reads of scan(): large enough for many small commits
 _open_files: weakref.WeakSet[SharedRecordFile] = weakref.WeakSet()
 
@@ -199,6 +202,7 @@ class SharedRecordFile(RecordFile):
         located = locate(fd, self._path, header, head)
         self._judge(located)
         self._header = header
+        self._frame_read = fmt.BLOCK_SIZE + header.frame_size + _SLACK
         self._state = located.state
         self._reader = FrameReader(self._path, header, _weak_reader(self))
         self._identity = (info.st_dev, info.st_ino)
@@ -251,22 +255,30 @@ class SharedRecordFile(RecordFile):
         """File offset of the frame holding committed record ``number``."""
         return frame_offset(self, number)
 
-    def record_in_frame(self, number: int, offset: int) -> bytes:
+    def record_in_frame(self, number: int, offset: int) -> bytes | memoryview:
         """Record ``number`` from the frame at ``offset`` (from :meth:`frame_of`).
 
         One checked read, bypassing the record index and the frame cache (a random read
-        of a large file would miss both).
+        of a large file would miss both). A large record comes back as a ``memoryview`` of
+        the bytes read, not copied again.
         """
-        data = self._read_at(offset, fmt.BLOCK_SIZE + self._header.frame_size + _SLACK)
+        fd = self._fd
+        read = self._frame_read
+        if self._writer is None and fd is not None:
+            data = os.pread(fd, read, offset)
+        else:
+            data = self._read_at(offset, read)
         if len(data) < fmt.BLOCK_SIZE:
             raise fmt.corrupt("frame block truncated", self._path, offset)
-        kind, flags, reserved, body_crc, size, first, count, crc = fmt.BLOCK.unpack_from(data)
+        kind, flags, reserved, body_crc, size, first, count, crc = _unpack_block(data)
         if kind != fmt.FRAME or reserved or fmt.crc32(data[:28]) != crc:
             raise fmt.corrupt("damaged frame block header", self._path, offset)
         end = fmt.BLOCK_SIZE + size
-        if end > len(data):
-            data += self._read_at(offset + len(data), end - len(data))
-        body = data[fmt.BLOCK_SIZE : end]
+        if end <= len(data):
+            body: bytes | memoryview = data[fmt.BLOCK_SIZE : end]
+        else:  # a large record: read the whole block once, keep a view of its body
+            data = self._read_at(offset, end)
+            body = memoryview(data)[fmt.BLOCK_SIZE : end]
         if len(body) != size or fmt.crc32(body) != body_crc:
             raise fmt.corrupt("frame block checksum mismatch", self._path, offset)
         k = number - first
@@ -274,8 +286,10 @@ class SharedRecordFile(RecordFile):
             raise fmt.corrupt(f"frame does not hold record {number}", self._path, offset)
         if flags == 0 and count == 1:
             return body  # one raw record: the common case of one record per commit
+        if not flags & _PACKED and count > 1:
+            return _record_of_raw_frame(body, flags, count, k, self._path, offset)
         block = fmt.Block(offset, kind, flags, body_crc, size, first, count, data[:32])
-        frame = self._reader.decode(block, body, self._committed().dictionary)
+        frame = self._reader.decode(block, bytes(body), self._committed().dictionary)
         return frame.record(k)
 
     def scan(self, start: int, stop: int) -> Iterator[bytes]:
@@ -313,17 +327,17 @@ class SharedRecordFile(RecordFile):
         Inside a turn this object is already up to date and ``None`` is returned.
         """
         with self._lock:
-            self._check_open()
+            fd = self._fd
+            if fd is None:
+                raise RecordFileClosed(f"record file {self._path} is closed")
             if self._writer is not None:
                 return None
-            fd = self._fd
-            assert fd is not None
             info = os.fstat(fd)
+            state = self._state
+            if info.st_size == state.end and info.st_nlink:
+                return None
             if info.st_nlink == 0:
                 return self._reopen()
-            state = self._state
-            if info.st_size == state.end:
-                return None
             self._check_size(info.st_size)
             head = pread(fd, fmt.DATA_START, 0)
             advanced = _advance(self, fd, head, info.st_size)
@@ -569,6 +583,21 @@ def frame_offset(records: RecordFile, number: int) -> int:
         raise IndexError(f"record {number} is not committed ({state.count} records)")
     index = records._writer.index if records._writer is not None else state.index
     return records._reader.find(index, number)[1]
+
+
+def _record_of_raw_frame(
+    body: bytes | memoryview, flags: int, count: int, k: int, path: str, offset: int
+) -> bytes | memoryview:
+    """Record ``k`` of an uncompressed frame of ``count`` records (its length table first)."""
+    width = fmt.WIDTH_CODES.get((flags >> fmt.F_WIDTH_SHIFT) & 3, 0)
+    if not width:
+        raise fmt.corrupt("frame layout does not match its record count", path, offset)
+    lengths = struct.unpack_from(f"<{count}{'H' if width == 2 else 'I'}", body)
+    start = count * width + sum(lengths[:k])
+    end = start + lengths[k]
+    if count * width + sum(lengths) != len(body):
+        raise fmt.corrupt("frame length table does not match its payload", path, offset)
+    return body[start:end]
 
 
 def _advance(

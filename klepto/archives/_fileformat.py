@@ -55,10 +55,11 @@ def digest_of(key: Any) -> bytes:
     return _blake2b(stable_bytes(key), digest_size=DIGEST_SIZE).digest()
 
 
-def as_replacement(record: bytes, replaces: bool) -> bytes:
-    """The set ``record`` marked as adding a key (``S``) or replacing a value (``s``)."""
+def marked(head: bytes, replaces: bool) -> bytes:
+    """A set record's head (or the whole record) marked as adding a key (``S``) or as
+    replacing a value (``s``)."""
     wanted = REPLACE if replaces else SET
-    return record if record[0] == wanted else bytes((wanted,)) + record[1:]
+    return head if head[0] == wanted else bytes((wanted,)) + head[1:]
 
 
 def delete_record(digest: bytes) -> bytes:
@@ -87,13 +88,15 @@ class EntryCodec:
         # tuple into a list): such keys must come back as themselves, or be refused.
         self._check_keys = not packer.serializer.executes_code
 
-    def set_record(self, digest: bytes, key: Any, value: Any) -> bytes:
+    def set_record(self, digest: bytes, key: Any, value: Any) -> list[bytes]:
+        """The set record for ``key`` as parts: its 21-byte head, then the envelopes (kept
+        apart so that a large value is never copied into one record before it is written)."""
         key_envelope = self.key_packer.pack(key)
         if self._check_keys:
             self._check_round_trip(digest, key, key_envelope)
         value_envelope = self.packer.pack((digest.hex(), value))
         head = _SET_HEAD.pack(SET, digest, len(key_envelope))
-        return b"".join((head, key_envelope, value_envelope))
+        return [head, key_envelope, value_envelope]
 
     def _check_round_trip(self, digest: bytes, key: Any, envelope: bytes) -> None:
         if digest_of(self.key_packer.unpack(envelope)) != digest:
@@ -103,7 +106,7 @@ class EntryCodec:
                 "come back as a different key); use a pickle serializer"
             )
 
-    def _split(self, record: bytes, where: dict) -> tuple[bytes, memoryview, memoryview]:
+    def _split(self, record: Any, where: dict) -> tuple[bytes, memoryview, memoryview]:
         if len(record) < _SET_HEAD.size or record[0] not in (SET, REPLACE):
             raise CorruptArchiveError("not a set record", **where)
         _, digest, key_length = _SET_HEAD.unpack_from(record)
@@ -113,7 +116,7 @@ class EntryCodec:
             raise CorruptArchiveError("set record truncated", **where)
         return digest, view[_SET_HEAD.size : start], view[start:]
 
-    def value(self, record: bytes, digest: bytes, where: dict) -> Any:
+    def value(self, record: Any, digest: bytes, where: dict) -> Any:
         """The value in a set record that must belong to ``digest``."""
         stored, _, envelope = self._split(record, where)
         if stored != digest:
@@ -128,7 +131,7 @@ class EntryCodec:
             raise CorruptArchiveError("value belongs to another key", **where)
         return payload[1]
 
-    def key(self, record: bytes, where: dict) -> Any:
+    def key(self, record: Any, where: dict) -> Any:
         """The key in a set record (checked against the record's digest)."""
         digest, envelope, _ = self._split(record, where)
         key = _unpack(self.key_packer, envelope, where)
@@ -136,7 +139,7 @@ class EntryCodec:
             raise CorruptArchiveError("record holds a key that belongs elsewhere", **where)
         return key
 
-    def item(self, record: bytes, where: dict) -> tuple[Any, Any]:
+    def item(self, record: Any, where: dict) -> tuple[Any, Any]:
         """The key and the value of a set record."""
         digest, envelope, value_envelope = self._split(record, where)
         key = _unpack(self.key_packer, envelope, where)
@@ -145,7 +148,18 @@ class EntryCodec:
         return key, self._bound_value(value_envelope, digest, {**where, "key": key})
 
 
+_PLAIN_ENVELOPE = b"KV\x01\x00"  # magic, version 1, no flags: unsigned and uncompressed
+_ENVELOPE_HEAD = 8
+_BUFFER_LOADERS = ("dill", "pickle")  # read straight from a memoryview (no copy)
+
+
 def _unpack(packer: Packer, envelope: memoryview, where: dict) -> Any:
+    if packer.key is None and envelope[:4] == _PLAIN_ENVELOPE:
+        # The record's frame checksum has just covered these very bytes: checking the
+        # envelope's own checksum (and copying the payload for it) would only repeat that.
+        payload = envelope[_ENVELOPE_HEAD:]
+        serializer = packer.serializer
+        return serializer.loads(payload if serializer.name in _BUFFER_LOADERS else bytes(payload))
     try:
         return packer.unpack(envelope, where=where)
     except (CorruptArchiveError, SignatureError):

@@ -36,6 +36,7 @@ FLUSH_AT = 512  # recent entries that become a saved table (bounds the replay on
 ADOPT_AT = 4 * FLUSH_AT  # a reader this far behind the saved index takes it over
 COMPACT_MIN = 1024  # superseded records before automatic compaction is considered
 FRAME_SIZE = 1024  # records of one batch are grouped into frames of about this size
+STREAM_AT = 1 << 16  # larger records are written in pieces, never joined in memory
 
 
 class FileStore:
@@ -81,11 +82,30 @@ class FileStore:
 
     def sync(self) -> None:
         """Apply what other processes committed since this object last looked."""
-        change = _wrap(self.main.poll, self.path)
+        try:
+            change = self.main.poll()
+        except CorruptionError as exc:
+            raise _archive_error(exc, self.path, "the latest commits") from exc
         if change is not None:
             self._apply(change)
             if len(self.index.recent) >= ADOPT_AT:
                 self._adopt()
+
+    def get(self, key: Any) -> Any:
+        """The value of ``key`` as of now (``KeyError`` if absent): the read path, flat."""
+        self.sync()
+        digest = fmt.digest_of(key)
+        found = self.index.locate(digest)
+        if found is None:
+            raise KeyError(key)
+        number, offset = found
+        main = self.main
+        try:
+            record = main.record_in_frame(number, offset) if offset else main[number]
+        except CorruptionError as exc:
+            raise _archive_error(exc, self.path, f"record {number}", key) from exc
+        where = {"path": self.path, "offset": offset or None, "key": key}
+        return self.codec.value(record, digest, where)
 
     def _apply(self, change: Change) -> None:
         if change.replaced:
@@ -153,21 +173,28 @@ class FileStore:
         """A turn on the file: caught up on entry, committed (or undone) on exit."""
         return _Turn(self)
 
-    def append(self, record: bytes, digest: bytes | None) -> None:
+    def append(self, record: bytes | list[bytes], digest: bytes | None) -> None:
         """Append a record (inside :meth:`writing`) and apply it to the index.
 
-        A set record is marked as adding or replacing a key here, under the lock, where
-        this object is up to date.
+        A set record (given as parts) is marked as adding or replacing a key here, under
+        the lock, where this object is up to date; a large one is streamed to the file.
         """
-        kind = record[0]
-        if kind == fmt.DELETE:
-            self.index.note_delete(digest, self.main.append(record))  # type: ignore[arg-type]
-        elif kind == fmt.CLEAR:
-            self.index.note_clear(self.main.append(record))
+        index, main = self.index, self.main
+        if isinstance(record, bytes):
+            number = main.append(record)
+            if record[0] == fmt.DELETE:
+                index.note_delete(digest, number)  # type: ignore[arg-type]
+            else:
+                index.note_clear(number)
+            return
+        replaces = index.locate(digest) is not None  # type: ignore[arg-type]
+        head, *rest = record
+        parts = [fmt.marked(head, replaces), *rest]
+        if sum(map(len, rest)) >= STREAM_AT:
+            number = main.append_stream(parts)
         else:
-            replaces = self.index.locate(digest) is not None  # type: ignore[arg-type]
-            number = self.main.append(fmt.as_replacement(record, replaces))
-            self.index.note_set(digest, number, replaces)  # type: ignore[arg-type]
+            number = main.append(b"".join(parts))
+        index.note_set(digest, number, replaces)  # type: ignore[arg-type]
 
     def _after_commit(self) -> None:
         index = self.index
@@ -212,7 +239,7 @@ class FileStore:
         order = list(record_order(merged))
         with self.main.rewrite() as fresh:
             for i in order:  # every key is new to the new file
-                fresh.append(fmt.as_replacement(self.record((merged.rec[i], merged.off[i])), False))
+                fresh.append(fmt.marked(self.record((merged.rec[i], merged.off[i])), False))
             fresh.set_metadata(self.settings_blob)
             fresh.commit()
             table = _renumbered(merged, order, fresh)

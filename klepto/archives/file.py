@@ -28,7 +28,7 @@ from typing import Any
 
 from klepto.archives import _filesettings
 from klepto.archives._base import Archive
-from klepto.archives._expiry import MISSING, live_value
+from klepto.archives._expiry import MISSING, Expiring, live_value
 from klepto.archives._fileformat import CLEAR_RECORD, EntryCodec, delete_record, digest_of
 from klepto.archives._filestore import FileStore
 from klepto.archives._literal import LiteralSerializer
@@ -114,12 +114,19 @@ class file_archive(Archive):
     # --- backend primitives ---------------------------------------------------------------
     def _get(self, key: Any) -> Any:
         with self._lock:
-            store = self._store
-            store.sync()
-            digest, found = store.locate(key)
-            if found is None:
+            return self._store.get(key)
+
+    def __getitem__(self, key: Any) -> Any:
+        # The base class's __getitem__, with the read path inlined (it is the hot path).
+        if self._closed:
+            self._check_open()
+        with self._lock:
+            value = self._store.get(key)
+        if type(value) is Expiring:
+            value = live_value(value, self._timer())
+            if value is MISSING:
                 raise KeyError(key)
-            return store.value(digest, found, key)
+        return value
 
     def _set(self, key: Any, value: Any) -> None:
         digest = digest_of(key)
