@@ -17,6 +17,7 @@ builds its in-memory values from the encoded data too.
 * **Files.** A record file with metadata ``{"format": "klepto.oplog", "version": 1}``; each
   record is a JSON array of operations (layout in ``docs/formats.rst``). A torn last commit
   is dropped by the record file, costing at most that commit.
+* **Threads.** A store is not locked: use it from one thread at a time.
 * **laaos names.** :func:`create_file_store`, :func:`open_file_store`, :func:`safe_load`,
   :func:`compact`, ``WeakEnumHandler``, ``StrEnumHandler``; :func:`export` writes the
   laaos-style Python source for reading (never for loading) or JSON lines.
