@@ -191,9 +191,13 @@ def test_signed_and_safe(in_tmpdir, monkeypatch):
     assert raw("s.pkl", key="secret", safe=True)["f"] is len
     with pytest.raises(SignatureError):
         raw("s.pkl")
+    assert pickle.loads(pickle.dumps(signed))["f"] is len  # an explicit key travels along
     monkeypatch.setenv(KEY_ENV, "secret")
-    assert raw("s.pkl")["f"] is len
+    from_env = raw("s.pkl")
+    assert from_env["f"] is len
     monkeypatch.delenv(KEY_ENV)
+    with pytest.raises(SignatureError):
+        pickle.loads(pickle.dumps(from_env))  # a key from the environment does not
     with pytest.raises(UnsafeDataError):
         raw("unsafe.pkl", safe=True)
     assert not os.path.exists("unsafe.pkl")  # refused before anything was created

@@ -82,6 +82,7 @@ class file_archive(Archive):
         self._path = os.path.abspath(name)
         super().__init__(id=name)
         self._safe = safe
+        self._given_key = key  # travels with pickles, as for the other archives
         self._durability = _durability(durable, durability)
         self._repair = repair
         asked = _filesettings.requested(serialized, protocol, serializer, compression)
@@ -290,6 +291,8 @@ class file_archive(Archive):
         }
         if settings["serializer"] in ("dill", "pickle"):
             options["protocol"] = settings["protocol"]
+        if self._given_key is not None:
+            options["key"] = self._given_key
         return options
 
     def copy(self, name: str | os.PathLike | None = None) -> file_archive:
@@ -317,8 +320,8 @@ class file_archive(Archive):
             self._closed = True
 
     def __reduce__(self) -> tuple:
-        # Location and settings only, never contents; an HMAC key never travels in a pickle
-        # (the reopened archive takes it from $KLEPTO_HMAC_KEY).
+        # Location and settings only, never contents. A key passed as key=... travels along
+        # (so workers can read a signed archive); one from $KLEPTO_HMAC_KEY does not.
         return (_reopen, (type(self), self._path, self._options()))
 
 
