@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from klepto._store_adapters import ArchiveStore
+from klepto._store_cpt import CheckpointLogStore, holds_checkpoints
 from klepto._store_logs import BranchLogStore, OplogStore, ReadOnlyArchive, RecordStore
 from klepto.stores import Location, StoreKind, UnknownStoreError
 
@@ -226,28 +227,43 @@ def _underlying(where: Location) -> StoreKind | None:
     return None
 
 
-def _detect_tlog(where: Location) -> bool:
+def _probe_archive(where: Location, probe: Callable[[Any, str], bool]) -> bool:
+    """Whether the archive at ``where`` (if it is one) passes ``probe(archive, namespace)``."""
     underlying = _underlying(where)
     if underlying is None:
         return False
     store = underlying.open(where, True)
     try:
-        found = (TLOG_PREFIX, _namespace(where), "meta") in store.archive
+        return probe(store.archive, _namespace(where))
     finally:
         store.close()
-    if where.namespace is not None and not found:
-        raise UnknownStoreError(f"{where}: no branching log in namespace {where.namespace!r}")
-    return found
+
+
+def _holds_tlog(archive: Any, namespace: str) -> bool:
+    return (TLOG_PREFIX, namespace, "meta") in archive
+
+
+def _detect_tlog(where: Location) -> bool:
+    return _probe_archive(where, _holds_tlog)
+
+
+def _archive_for_log(where: Location, readonly: bool) -> tuple[Any, str | None]:
+    underlying = _underlying(where)
+    if underlying is None:
+        raise UnknownStoreError(f"{where} is not an archive holding a log")
+    store = underlying.open(where, readonly)
+    archive = ReadOnlyArchive(store.archive) if readonly else store.archive
+    return archive, getattr(store, "_path", None)
 
 
 def _open_tlog(where: Location, readonly: bool) -> BranchLogStore:
-    underlying = _underlying(where)
-    if underlying is None:
-        raise UnknownStoreError(f"{where} is not an archive holding a branching log")
-    store = underlying.open(where, readonly)
-    archive = ReadOnlyArchive(store.archive) if readonly else store.archive
-    path = getattr(store, "_path", None)
+    archive, path = _archive_for_log(where, readonly)
     return BranchLogStore(where.text, archive, _namespace(where), path)
+
+
+def _open_checkpoint(where: Location, readonly: bool) -> CheckpointLogStore:
+    archive, path = _archive_for_log(where, readonly)
+    return CheckpointLogStore(where.text, archive, _namespace(where), path)
 
 
 _SQL_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mariadb")
@@ -262,7 +278,18 @@ def _is_sql_kind(name: str) -> Callable[[Location], bool]:
 #: files by their metadata before plain record files.
 BUILTIN_KINDS = [
     StoreKind(
-        "tlog", "branching log in an archive (klepto.logs.BranchLog)", _detect_tlog, _open_tlog
+        "tlog",
+        "branching log in an archive (klepto.logs.BranchLog)",
+        _detect_tlog,
+        _open_tlog,
+        extra={"namespaced": True},
+    ),
+    StoreKind(
+        "checkpoint",
+        "checkpoints + incremental log (klepto.logs.checkpoint)",
+        lambda w: _probe_archive(w, holds_checkpoints),
+        _open_checkpoint,
+        extra={"namespaced": True},
     ),
     StoreKind(
         "file",

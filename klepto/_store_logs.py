@@ -60,6 +60,10 @@ class ReadOnlyArchive(Archive):
     def settings(self) -> dict[str, Any]:
         return self.inner.settings()
 
+    def verify(self, progress: Progress | None = None) -> Any:
+        """The inner archive's verification (it knows its own storage)."""
+        return verify_archive(self.inner, progress=progress)
+
     @property
     def name(self) -> Any:
         return self.inner.name
@@ -293,8 +297,7 @@ class BranchLogStore(Store):
         return self.log.view(self.branch)[key]
 
     def verify(self, progress: Progress | None = None) -> dict[str, Any]:
-        storage = self.archive.inner if isinstance(self.archive, ReadOnlyArchive) else self.archive
-        found = verify_archive(storage, progress=progress)
+        found = verify_archive(self.archive, progress=progress)
         problems, checked = list(found.problems), found.checked
         for b in self.log.branches():
             try:

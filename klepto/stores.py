@@ -3,14 +3,16 @@
 Every persistent klepto store records what it is inside itself: a ``dir_archive`` in the
 settings file ``.klepto`` of its root, the SQL archives in the ``klepto_settings`` table, a
 ``file_archive`` and the operation store in their record file's metadata, a branching log
-in its ``("klepto.tlog", namespace, "meta")`` record. :func:`detect` reads only that, so a
+in its ``("klepto.tlog", namespace, "meta")`` record, checkpoints in their
+``("klepto.cpt", namespace, ...)`` records. :func:`detect` reads only that, so a
 location is recognised without being guessed from its name, and :func:`open_store` returns
 a :class:`~klepto._store_adapters.Store` with one interface for all of them (``info``,
 ``keys``, ``get``, ``remove``, ``verify``, ``compact``, ``items``, ``tail``, ``follow``).
 
 Locations are paths (files or directories), SQLAlchemy URLs (``sqlite:///results.db``, a
 whole database for ``sql_archive``; ``...?table=NAME`` for a ``sqltable_archive``), and a
-``#log=NAMESPACE`` suffix selects a branching log's namespace inside an archive.
+``#log=NAMESPACE`` suffix selects the namespace of a log (branching log, checkpoints) inside
+an archive.
 
 The registry :data:`KINDS` is an ordered list of :class:`StoreKind`; the first whose
 ``detect`` accepts a location wins. Adding a backend (say, a Redis archive) is one
@@ -172,9 +174,13 @@ def _detect(where: Location) -> StoreKind:
     _ensure_registered()
     if not where.exists():
         raise FileNotFoundError(f"{where}: no such file or directory")
-    for kind in KINDS:
+    # A '#log=NS' location names a log inside an archive: only log kinds may answer.
+    candidates = [k for k in KINDS if where.namespace is None or k.extra.get("namespaced")]
+    for kind in candidates:
         if kind.detect(where):
             return kind
+    if where.namespace is not None:
+        raise UnknownStoreError(f"{where}: no log in namespace {where.namespace!r}")
     raise UnknownStoreError(_unknown_message(where))
 
 

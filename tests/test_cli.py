@@ -292,6 +292,26 @@ def test_branching_log_in_a_dir_archive(tmp_path):
     assert raw["kind"] == "dir" and raw["entries"] > 3
 
 
+def test_checkpoints_and_their_log(tmp_path):
+    from klepto.logs.checkpoint import Transactional
+
+    run = Transactional(str(tmp_path / "run"))
+    state = run.recover(create=list, apply=lambda s, v: [*s, v])
+    for i in range(5):
+        run.log(i)
+        state.append(i)
+        if i == 2:
+            run.checkpoint(state)
+    run.close()
+    info = as_json(klepto("info", "run", "--json", cwd=tmp_path))
+    assert info["kind"] == "checkpoint" and info["entries"] == 2  # logged after the newest
+    assert [c["seq"] for c in info["checkpoints"]] == [0, 3]
+    assert as_json(klepto("ls", "run", "--json", cwd=tmp_path)) == [1, 2]
+    tail = klepto("tail", "run", "--json", cwd=tmp_path).stdout.splitlines()
+    assert [json.loads(line)["seq"] for line in tail] == [4, 5]
+    assert as_json(klepto("verify", "run", "--json", cwd=tmp_path))["ok"] is True
+
+
 # --- read-only commands never wait for a writer --------------------------------------------------
 _HOLD_RECORD_LOCK = """
 import sys, time

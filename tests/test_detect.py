@@ -42,6 +42,10 @@ def test_detects_each_kind(in_tmpdir):
 
     create_file_store("o", suffix="", prefix="", truncate=True).close()
     BranchLog(dir_archive("log", cached=False)).create_branch()
+    from klepto.logs.checkpoint import Transactional
+
+    with Transactional("run") as run:
+        run.checkpoint({"step": 0})
     expected = {
         "d": "dir",
         "f.pkl": "file",
@@ -53,6 +57,8 @@ def test_detects_each_kind(in_tmpdir):
         "r.krf": "records",
         "o.oplog": "oplog",
         "log": "tlog",
+        "run": "checkpoint",
+        "run#log=default": "checkpoint",
     }
     if HAVE_H5PY:
         from klepto.archives import hdf_archive, hdfdir_archive
@@ -108,7 +114,7 @@ def test_branching_log_namespaces(in_tmpdir):
         assert store.get("lr") == 0.1
         with pytest.raises(TypeError, match="read-only"):
             store.log.push(0, Set("lr", 1.0))
-    with pytest.raises(UnknownStoreError, match="'other'"):
+    with pytest.raises(UnknownStoreError, match="no log in namespace 'other'"):
         detect("exp#log=other")
     with open_store("exp#log=trials", kind="dir") as raw:
         assert raw.kind == "dir" and raw.info()["entries"] >= 3
