@@ -1,7 +1,7 @@
 """The ``klepto`` command (also ``python -m klepto``): inspect, check and move stored data.
 
-Works on any klepto store -- file, directory and SQL archives, record files, operation
-stores, branching logs -- whose kind it reads from the store itself (see
+Works on any klepto store -- file, directory, SQL and HDF archives, record files,
+operation stores, checkpoints, branching logs -- whose kind it reads from the store itself (see
 :mod:`klepto.stores`). Keys on the command line are Python literals when they parse as one
 (``1``, ``'1'``, ``(1, 2)``), otherwise plain strings (``--raw-key`` takes them as typed).
 

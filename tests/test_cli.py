@@ -378,6 +378,42 @@ def test_progress_bar_only_on_a_terminal_and_not_quiet():
         assert stream.getvalue() == ""
 
 
+def test_progress_bar_on_a_terminal(results):
+    import pty
+
+    main, terminal = pty.openpty()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "klepto", "verify", "results"],
+            cwd=results,
+            stdout=subprocess.PIPE,
+            stderr=terminal,
+            env=env,
+            timeout=60,
+            check=False,
+        )
+        os.close(terminal)
+        terminal = -1
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(main, 4096)
+            except OSError:  # the terminal's other end is closed: all was read
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        os.close(main)
+        if terminal >= 0:
+            os.close(terminal)
+    assert done.returncode == 0
+    assert b"verify [" in shown and b"5/5" in shown
+    quiet = klepto("verify", "results", "--quiet", cwd=results)
+    assert quiet.stderr == ""
+
+
 def test_no_progress_bar_in_a_pipe(results):
     found = klepto("verify", "results", cwd=results)
     assert found.stderr == ""
