@@ -649,3 +649,64 @@ def test_a_job_resumed_on_another_host_recovers_the_same_state(postgres_url, uni
     from klepto.archives import sqltable_archive
 
     sqltable_archive(url, cached=False).__drop__()
+
+
+class _Inject:
+    """Make the n-th file-system write (os.* and the record file's pwrite) raise EIO."""
+
+    NAMES = ("write", "replace", "link", "unlink", "ftruncate", "fsync", "fdatasync")
+
+    def __init__(self, monkeypatch, n):
+        from klepto import _fs
+
+        self.n, self.count, self.fired = n, 0, False
+        for name in self.NAMES:
+            if hasattr(os, name):
+                monkeypatch.setattr(os, name, self.wrap(getattr(os, name)))
+        monkeypatch.setattr(_fs, "_pwrite_once", self.wrap(_fs._pwrite_once))
+
+    def wrap(self, real):
+        def injected(*args, **kwargs):
+            self.count += 1
+            if self.count == self.n:
+                self.fired = True
+                raise OSError(5, "Input/output error (injected)")
+            return real(*args, **kwargs)
+
+        return injected
+
+
+@pytest.mark.parametrize("operation", ["log", "checkpoint"])
+def test_io_errors_propagate_and_leave_a_recoverable_computation(tmp_path, monkeypatch, operation):
+    """D4: an EIO at the n-th write of one log() or checkpoint(), for every n: the error
+    propagates, the computation recovers to the state before or after it, and the next
+    operations work."""
+    for n in range(1, 60):
+        root = tmp_path / f"io{n}"
+        with Transactional(str(root)) as t:
+            state = t.recover(create=list, apply=fold)
+            for i in range(5):
+                t.log(i)
+                state = fold(state, i)
+            t.checkpoint(state)
+            t.log(5)
+            state = fold(state, 5)
+            with monkeypatch.context() as patch:
+                injected = _Inject(patch, n)
+                try:
+                    if operation == "log":
+                        t.log(6)
+                        state = fold(state, 6)
+                    else:
+                        t.checkpoint(state)
+                except OSError as exc:
+                    assert "injected" in str(exc)
+            t.log("next")  # the same object goes on
+        with Transactional(str(root)) as again:
+            recovered = again.recover(create=list, apply=fold)
+            assert recovered in ([*state, "next"], [*state, 6, "next"])
+            again.log("more")
+            again.checkpoint([*recovered, "more"])
+        if not injected.fired:
+            break
+    assert n >= 3, "the injection never reached the operation's writes"

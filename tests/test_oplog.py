@@ -991,3 +991,17 @@ def test_module_example_runs(in_tmpdir):
     from klepto.logs import oplog
 
     assert doctest.testmod(oplog).failed == 0
+
+
+def test_durable_store_syncs_every_commit(path, monkeypatch):
+    syncs = []
+    for name in ("fsync", "fdatasync"):
+        real = getattr(os, name, None)
+        if real is not None:
+            monkeypatch.setattr(os, name, lambda fd, real=real: syncs.append(fd) or real(fd))
+    with open_store(path, durability="durable") as store:
+        store["l"] = []
+        before = len(syncs)
+        store["l"].append(1)
+        assert len(syncs) > before
+    assert safe_load(path) == {"l": [1]}

@@ -216,7 +216,11 @@ class Transactional:
             self._check_open()
             self._claim()
             seq = self._ensure_numbering() + 1
-            self._log.append(seq, blob)
+            try:
+                self._log.append(seq, blob)
+            except BaseException:
+                self._forget_numbering()  # the entry may have landed: ask the storage
+                raise
             self._seq = seq
             return seq
 
@@ -230,7 +234,16 @@ class Transactional:
         with self._mutex:
             self._check_open()
             self._claim()
-            return self._write_checkpoint(blob, self._ensure_numbering())
+            try:
+                return self._write_checkpoint(blob, self._ensure_numbering())
+            except BaseException:
+                self._forget_numbering()  # it may be stored, wholly or in part
+                raise
+
+    def _forget_numbering(self) -> None:
+        """After a failed write, read the last seq and generation from storage again."""
+        self._seq = None
+        self._gen = None
 
     def _write_checkpoint(self, blob: bytes, seq: int) -> int:
         gen = self._newest() + 1
