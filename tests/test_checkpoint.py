@@ -33,6 +33,7 @@ from klepto.errors import (
 from klepto.logs import NoCheckpointError, SimpleTransactional, Transactional
 from klepto.logs._cptstore import CheckpointStore
 from klepto.records import RecordFile
+from tests._io_inject import Inject
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -651,31 +652,6 @@ def test_a_job_resumed_on_another_host_recovers_the_same_state(postgres_url, uni
     sqltable_archive(url, cached=False).__drop__()
 
 
-class _Inject:
-    """Make the n-th file-system write (os.* and the record file's pwrite) raise EIO."""
-
-    NAMES = ("write", "replace", "link", "unlink", "ftruncate", "fsync", "fdatasync")
-
-    def __init__(self, monkeypatch, n):
-        from klepto import _fs
-
-        self.n, self.count, self.fired = n, 0, False
-        for name in self.NAMES:
-            if hasattr(os, name):
-                monkeypatch.setattr(os, name, self.wrap(getattr(os, name)))
-        monkeypatch.setattr(_fs, "_pwrite_once", self.wrap(_fs._pwrite_once))
-
-    def wrap(self, real):
-        def injected(*args, **kwargs):
-            self.count += 1
-            if self.count == self.n:
-                self.fired = True
-                raise OSError(5, "Input/output error (injected)")
-            return real(*args, **kwargs)
-
-        return injected
-
-
 @pytest.mark.parametrize("operation", ["log", "checkpoint"])
 def test_io_errors_propagate_and_leave_a_recoverable_computation(tmp_path, monkeypatch, operation):
     """D4: an EIO at the n-th write of one log() or checkpoint(), for every n: the error
@@ -692,7 +668,7 @@ def test_io_errors_propagate_and_leave_a_recoverable_computation(tmp_path, monke
             t.log(5)
             state = fold(state, 5)
             with monkeypatch.context() as patch:
-                injected = _Inject(patch, n)
+                injected = Inject(patch, n)
                 try:
                     if operation == "log":
                         t.log(6)

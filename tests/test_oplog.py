@@ -46,6 +46,7 @@ from klepto.logs import (
 from klepto.logs.oplog import plain
 from klepto.records import RecordFile, write_records
 from klepto.serializers import get_serializer
+from tests._io_inject import Inject
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -1005,3 +1006,27 @@ def test_durable_store_syncs_every_commit(path, monkeypatch):
         store["l"].append(1)
         assert len(syncs) > before
     assert safe_load(path) == {"l": [1]}
+
+
+def test_io_error_at_any_write_of_a_commit(tmp_path, monkeypatch):
+    """D4: an EIO at the n-th write of one commit, for every n: the error propagates, the
+    change stays in memory, the next operation commits it exactly once, and memory equals
+    the file."""
+    n = 0
+    while True:
+        n += 1
+        path = tmp_path / f"io{n}.oplog"
+        store = open_store(path)
+        store["l"] = [0]
+        with monkeypatch.context() as patch:
+            injected = Inject(patch, n)
+            try:
+                store["l"].append(1)
+            except OSError as exc:
+                assert "injected" in str(exc)
+        store["l"].append("next")
+        store.close()
+        assert safe_load(path) == {"l": [0, 1, "next"]}
+        if not injected.fired:
+            break
+    assert n >= 3
