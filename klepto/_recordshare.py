@@ -32,7 +32,6 @@ import errno
 import logging
 import os
 import stat
-import struct
 import threading
 import time
 import weakref
@@ -41,15 +40,21 @@ from typing import Any, NamedTuple
 
 from klepto import _recordformat as fmt
 from klepto._recordcreate import RecordFileClosed, RecordFileReadOnly, create_file, recover
+from klepto._recordfollow import (
+    BlockReader,
+    advance,
+    commit_point_of,
+    frame_offset,
+    read_record,
+)
+from klepto._recordlock import OPEN_FLAGS, exclusive, lock_path, locked_live, symlink_refused
 from klepto._recordread import FrameReader
 from klepto._recordscan import (
     InvalidRecordFile,
     Located,
-    State,
     locate,
     pread,
     read_commit,
-    read_slots,
 )
 from klepto._recordwriter import Writer
 from klepto.errors import CorruptRecordError
@@ -71,14 +76,9 @@ __all__ = [
 
 logger = logging.getLogger("klepto.records")
 
-_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-# O_NONBLOCK: a FIFO planted at the name must not hang the open (no effect on regular files).
-_OPEN_FLAGS = _NOFOLLOW | getattr(os, "O_NONBLOCK", 0)
+_OPEN_FLAGS = OPEN_FLAGS
 _READ_ONLY_ERRORS = {errno.EACCES, errno.EPERM, errno.EROFS}
 _SLACK = 512  # read this much past a frame's nominal size: one read covers most frames
-_unpack_block = fmt.BLOCK.unpack_from
-_PACKED = fmt.F_COMPRESSED | fmt.F_DICT | fmt.F_STREAMED
-_SCAN_READ = 1 << 18  # sequential reads of scan(): large enough for many small commits
 _open_files: weakref.WeakSet[SharedRecordFile] = weakref.WeakSet()
 
 
@@ -180,7 +180,7 @@ class SharedRecordFile(RecordFile):
             return None
         except OSError as exc:
             if exc.errno == errno.ELOOP:
-                raise _symlink_refused(self._path) from None
+                raise symlink_refused(self._path) from None
             if exc.errno not in _READ_ONLY_ERRORS:
                 raise
             fd = os.open(self._path, os.O_RDONLY | _OPEN_FLAGS)
@@ -262,35 +262,7 @@ class SharedRecordFile(RecordFile):
         of a large file would miss both). A large record comes back as a ``memoryview`` of
         the bytes read, not copied again.
         """
-        fd = self._fd
-        read = self._frame_read
-        if self._writer is None and fd is not None:
-            data = os.pread(fd, read, offset)
-        else:
-            data = self._read_at(offset, read)
-        if len(data) < fmt.BLOCK_SIZE:
-            raise fmt.corrupt("frame block truncated", self._path, offset)
-        kind, flags, reserved, body_crc, size, first, count, crc = _unpack_block(data)
-        if kind != fmt.FRAME or reserved or fmt.crc32(data[:28]) != crc:
-            raise fmt.corrupt("damaged frame block header", self._path, offset)
-        end = fmt.BLOCK_SIZE + size
-        if end <= len(data):
-            body: bytes | memoryview = data[fmt.BLOCK_SIZE : end]
-        else:  # a large record: read the whole block once, keep a view of its body
-            data = self._read_at(offset, end)
-            body = memoryview(data)[fmt.BLOCK_SIZE : end]
-        if len(body) != size or fmt.crc32(body) != body_crc:
-            raise fmt.corrupt("frame block checksum mismatch", self._path, offset)
-        k = number - first
-        if not 0 <= k < count:
-            raise fmt.corrupt(f"frame does not hold record {number}", self._path, offset)
-        if flags == 0 and count == 1:
-            return body  # one raw record: the common case of one record per commit
-        if not flags & _PACKED and count > 1:
-            return _record_of_raw_frame(body, flags, count, k, self._path, offset)
-        block = fmt.Block(offset, kind, flags, body_crc, size, first, count, data[:32])
-        frame = self._reader.decode(block, bytes(body), self._committed().dictionary)
-        return frame.record(k)
+        return read_record(self, number, offset)
 
     def scan(self, start: int, stop: int) -> Iterator[bytes]:
         """Committed records ``start .. stop - 1``, read sequentially in large reads.
@@ -303,7 +275,7 @@ class SharedRecordFile(RecordFile):
         state = self._committed()
         if stop > state.count:
             raise IndexError(f"record {stop - 1} is not committed ({state.count} records)")
-        blocks = _BlockReader(self, self.frame_of(start), state.end)
+        blocks = BlockReader(self, self.frame_of(start), state.end)
         number = start
         while number < stop:
             offset, flags, first, count, body = blocks.next_frame()
@@ -340,7 +312,7 @@ class SharedRecordFile(RecordFile):
                 return self._reopen()
             self._check_size(info.st_size)
             head = pread(fd, fmt.DATA_START, 0)
-            advanced = _advance(self, fd, head, info.st_size)
+            advanced = advance(self, fd, head, info.st_size)
             if advanced is not None:  # one pass: the new state and the new records
                 self._state, records = advanced
                 return Change(False, state.count, self._state.count, records)
@@ -450,6 +422,14 @@ class SharedRecordFile(RecordFile):
         self._check_size(size)
         old = self._state
         head = pread(fd, fmt.DATA_START, 0)
+        advanced = advance(self, fd, head, size)
+        if advanced is not None and advanced[0].end == size:  # the usual case: no tail
+            state, records = advanced
+            self._state = state
+            self._writer = Writer(
+                fd, self._path, self._header, state, durable=self.durable, clock=self._clock
+            )
+            return Change(False, old.count, state.count, records)
         located = locate(fd, self._path, self._header, head, old)
         self._judge(located)
         if located.problems or located.tail_bytes:
@@ -522,12 +502,12 @@ class SharedRecordFile(RecordFile):
 
     def _acquire_lock_file(self) -> int:
         fd = self._lock_fd
-        if fd is not None and _locked_live(fd):
+        if fd is not None and locked_live(fd):
             return fd
         self._lock_fd = None
         if fd is not None:
             os.close(fd)  # the lock file was deleted (a dropped archive): lock the new one
-        fd = self._lock_fd = _lock_path(self._lock_path)
+        fd = self._lock_fd = lock_path(self._lock_path)
         return fd
 
     def remove_lock_file(self) -> None:
@@ -568,121 +548,6 @@ def _reopen_shared(path: str, durability: str, strict: bool) -> SharedRecordFile
     return SharedRecordFile(path, durability=durability, strict=strict)
 
 
-def commit_point_of(records: RecordFile) -> CommitPoint:
-    """The last commit of any open record file (a reader's, or a writer's own)."""
-    state = records._committed()
-    return CommitPoint(
-        records.file_id, state.seq, state.last_commit, state.count, state.timestamp_ns
-    )
-
-
-def frame_offset(records: RecordFile, number: int) -> int:
-    """File offset of the frame holding committed record ``number`` of any record file."""
-    state = records._committed()
-    if not 0 <= number < state.count:
-        raise IndexError(f"record {number} is not committed ({state.count} records)")
-    index = records._writer.index if records._writer is not None else state.index
-    return records._reader.find(index, number)[1]
-
-
-def _record_of_raw_frame(
-    body: bytes | memoryview, flags: int, count: int, k: int, path: str, offset: int
-) -> bytes | memoryview:
-    """Record ``k`` of an uncompressed frame of ``count`` records (its length table first)."""
-    width = fmt.WIDTH_CODES.get((flags >> fmt.F_WIDTH_SHIFT) & 3, 0)
-    if not width:
-        raise fmt.corrupt("frame layout does not match its record count", path, offset)
-    lengths = struct.unpack_from(f"<{count}{'H' if width == 2 else 'I'}", body)
-    start = count * width + sum(lengths[:k])
-    end = start + lengths[k]
-    if count * width + sum(lengths) != len(body):
-        raise fmt.corrupt("frame length table does not match its payload", path, offset)
-    return body[start:end]
-
-
-def _advance(
-    shared: SharedRecordFile, fd: int, head: bytes, size: int
-) -> tuple[State, list[bytes]] | None:
-    """The state after the commits since ``shared``'s, and their records, in one pass over
-    the new blocks; ``None`` when that is not the simple case (no newer intact commit at
-    the newest pointer, a rewritten region, compressed frames): then ``locate`` decides."""
-    state = shared._state
-    slots = read_slots(head)
-    if not slots or slots[0].seq <= state.seq or slots[0].commit_offset < state.end:
-        return None
-    anchor = read_commit(fd, slots[0].commit_offset, shared._header.file_id, size)
-    if anchor is None or (anchor.seq, anchor.record_count) != (slots[0].seq, slots[0].record_count):
-        return None
-    index = state.index.copy()
-    since = state.since_checkpoint
-    records: list[bytes] = []
-    blocks = _BlockReader(shared, state.end, anchor.end)
-    for offset, kind, flags, first, count, body in blocks.walk():
-        since = 0 if kind == fmt.CHECKPOINT else since + 1
-        if kind == fmt.FRAME:
-            if flags or count != 1 or first != state.count + len(records):
-                return None
-            index.add(0, first, offset)
-            records.append(body)
-        elif kind == fmt.INDEX:
-            try:
-                index.replay_page(count, first, offset, len(body) // 16)
-            except ValueError as exc:
-                raise fmt.corrupt(
-                    f"index page out of place ({exc})", shared._path, offset
-                ) from None
-    if blocks.offset != anchor.end or state.count + len(records) != anchor.record_count:
-        raise fmt.corrupt("damaged block before the last commit", shared._path, blocks.offset)
-    return state.advanced(anchor, index, since), records
-
-
-class _BlockReader:
-    """Walks the blocks of a committed region in reads of up to ``_SCAN_READ`` bytes,
-    checking every header and frame body."""
-
-    def __init__(self, shared: SharedRecordFile, offset: int, end: int) -> None:
-        self.shared = shared
-        self.offset = offset
-        self.end = end
-        self.buf = b""
-        self.buf_start = offset
-
-    def _bytes(self, offset: int, size: int) -> bytes:
-        rel = offset - self.buf_start
-        if rel < 0 or rel + size > len(self.buf):
-            want = max(size, min(_SCAN_READ, self.end - offset))
-            self.buf = self.shared._read_at(offset, want)
-            self.buf_start, rel = offset, 0
-        return self.buf[rel : rel + size]
-
-    def walk(self) -> Iterator[tuple[int, int, int, int, int, bytes]]:
-        """``(offset, kind, flags, a, b, body)`` of every block up to the end (frame bodies
-        checked; other bodies only as needed by the caller)."""
-        path = self.shared._path
-        unpack, crc32 = fmt.BLOCK.unpack_from, fmt.crc32
-        while self.offset + fmt.BLOCK_SIZE <= self.end:
-            offset = self.offset
-            head = self._bytes(offset, fmt.BLOCK_SIZE)
-            kind, flags, reserved, body_crc, size, a, b, crc = unpack(head)
-            end = offset + fmt.BLOCK_SIZE + size
-            if reserved or crc32(head[:28]) != crc or kind not in fmt.KIND_NAMES or end > self.end:
-                raise fmt.corrupt("damaged block header", path, offset)
-            self.offset = end
-            body = b""
-            if kind in (fmt.FRAME, fmt.INDEX):
-                body = self._bytes(offset + fmt.BLOCK_SIZE, size)
-                if len(body) != size or crc32(body) != body_crc:
-                    raise fmt.corrupt("block checksum mismatch", path, offset)
-            yield offset, kind, flags, a, b, body
-
-    def next_frame(self) -> tuple[int, int, int, int, bytes]:
-        """``(offset, flags, first record, record count, body)`` of the next frame."""
-        for offset, kind, flags, first, count, body in self.walk():
-            if kind == fmt.FRAME:
-                return offset, flags, first, count, body
-        raise fmt.corrupt("records missing before the last commit", self.shared._path, self.offset)
-
-
 def _weak_reader(shared: SharedRecordFile) -> Callable[[int, int], bytes]:
     """``shared._read_at`` without a reference cycle (so a dropped file closes at once)."""
     ref = weakref.ref(shared)
@@ -694,54 +559,6 @@ def _weak_reader(shared: SharedRecordFile) -> Callable[[int, int], bytes]:
         return target._read_at(offset, size)
 
     return read_at
-
-
-def _symlink_refused(path: str) -> OSError:
-    return OSError(errno.ELOOP, "refusing to open a symbolic link (it could point anywhere)", path)
-
-
-def _open_lock(path: str) -> int:
-    try:
-        return os.open(path, os.O_RDWR | os.O_CREAT | _OPEN_FLAGS, 0o600)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise _symlink_refused(path) from None
-        raise
-
-
-def _locked_live(fd: int) -> bool:
-    """Lock ``fd``; True if its file is still the lock file (not deleted meanwhile)."""
-    assert fcntl is not None
-    fcntl.flock(fd, fcntl.LOCK_EX)
-    if os.fstat(fd).st_nlink:
-        return True
-    fcntl.flock(fd, fcntl.LOCK_UN)
-    return False
-
-
-def _lock_path(path: str) -> int:
-    """A descriptor of the lock file ``path``, locked (a deleted lock file is recreated)."""
-    while True:
-        fd = _open_lock(path)
-        if _locked_live(fd):
-            return fd
-        os.close(fd)
-
-
-@contextlib.contextmanager
-def exclusive(path: str | os.PathLike) -> Iterator[None]:
-    """Hold the writer lock of the record file ``path`` (as a turn does) for a block."""
-    if fcntl is None:  # pragma: no cover - no flock on this platform
-        from klepto._fs import InterProcessLock
-
-        with InterProcessLock(os.fspath(path) + ".lock"):
-            yield
-        return
-    fd = _lock_path(os.fspath(path) + ".lock")
-    try:
-        yield
-    finally:
-        os.close(fd)  # closing releases the lock
 
 
 def _forget_parent_locks() -> None:

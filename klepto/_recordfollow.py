@@ -1,0 +1,183 @@
+"""Following a record file that other processes append to: reading their commits in one pass.
+
+A process that keeps a record file open must, before each operation, take in what other
+processes committed since it last looked. :func:`advance` does that with one sequential
+pass over the new blocks, which both extends the record index (as opening the file would)
+and collects the new records; it handles the common shape of such commits (uncompressed
+frames of one record each) and leaves anything else to the general ``locate``.
+:class:`BlockReader` walks a committed region in large reads; :func:`record_of_raw_frame`
+picks one record out of an uncompressed frame in place.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Iterator
+from typing import Any
+
+from klepto import _recordformat as fmt
+from klepto._recordscan import State, read_commit, read_slots
+
+__all__ = [
+    "SCAN_READ",
+    "BlockReader",
+    "advance",
+    "commit_point_of",
+    "frame_offset",
+    "read_record",
+    "record_of_raw_frame",
+]
+
+SCAN_READ = 1 << 18  # sequential reads: large enough for many small commits at once
+_unpack_block = fmt.BLOCK.unpack_from
+_PACKED = fmt.F_COMPRESSED | fmt.F_DICT | fmt.F_STREAMED
+
+
+def read_record(shared: Any, number: int, offset: int) -> bytes | memoryview:
+    """``SharedRecordFile.record_in_frame``: one checked read of the frame at ``offset``."""
+    fd = shared._fd
+    read = shared._frame_read
+    if shared._writer is None and fd is not None:
+        data = os.pread(fd, read, offset)
+    else:
+        data = shared._read_at(offset, read)
+    path = shared._path
+    if len(data) < fmt.BLOCK_SIZE:
+        raise fmt.corrupt("frame block truncated", path, offset)
+    kind, flags, reserved, body_crc, size, first, count, crc = _unpack_block(data)
+    if kind != fmt.FRAME or reserved or fmt.crc32(data[:28]) != crc:
+        raise fmt.corrupt("damaged frame block header", path, offset)
+    end = fmt.BLOCK_SIZE + size
+    if end <= len(data):
+        body: bytes | memoryview = data[fmt.BLOCK_SIZE : end]
+    else:  # a large record: read the whole block once, keep a view of its body
+        data = shared._read_at(offset, end)
+        body = memoryview(data)[fmt.BLOCK_SIZE : end]
+    if len(body) != size or fmt.crc32(body) != body_crc:
+        raise fmt.corrupt("frame block checksum mismatch", path, offset)
+    k = number - first
+    if not 0 <= k < count:
+        raise fmt.corrupt(f"frame does not hold record {number}", path, offset)
+    if flags == 0 and count == 1:
+        return body  # one raw record: the common case of one record per commit
+    if not flags & _PACKED and count > 1:
+        return record_of_raw_frame(body, flags, count, k, path, offset)
+    block = fmt.Block(offset, kind, flags, body_crc, size, first, count, data[:32])
+    frame = shared._reader.decode(block, bytes(body), shared._committed().dictionary)
+    return frame.record(k)
+
+
+def commit_point_of(records: Any) -> Any:
+    """The last commit of any open record file (a reader's, or a writer's own)."""
+    state = records._committed()
+    from klepto._recordshare import CommitPoint
+
+    return CommitPoint(
+        records.file_id, state.seq, state.last_commit, state.count, state.timestamp_ns
+    )
+
+
+def frame_offset(records: Any, number: int) -> int:
+    """File offset of the frame holding committed record ``number`` of any record file."""
+    state = records._committed()
+    if not 0 <= number < state.count:
+        raise IndexError(f"record {number} is not committed ({state.count} records)")
+    index = records._writer.index if records._writer is not None else state.index
+    return records._reader.find(index, number)[1]
+
+
+def record_of_raw_frame(
+    body: bytes | memoryview, flags: int, count: int, k: int, path: str, offset: int
+) -> bytes | memoryview:
+    """Record ``k`` of an uncompressed frame of ``count`` records (its length table first)."""
+    width = fmt.WIDTH_CODES.get((flags >> fmt.F_WIDTH_SHIFT) & 3, 0)
+    if not width:
+        raise fmt.corrupt("frame layout does not match its record count", path, offset)
+    lengths = struct.unpack_from(f"<{count}{'H' if width == 2 else 'I'}", body)
+    start = count * width + sum(lengths[:k])
+    end = start + lengths[k]
+    if count * width + sum(lengths) != len(body):
+        raise fmt.corrupt("frame length table does not match its payload", path, offset)
+    return body[start:end]
+
+
+def advance(shared: Any, fd: int, head: bytes, size: int) -> tuple[State, list[bytes]] | None:
+    """The state after the commits since ``shared``'s, and their records, in one pass over
+    the new blocks; ``None`` when that is not the simple case (no newer intact commit at
+    the newest pointer, a rewritten region, compressed frames): then ``locate`` decides."""
+    state = shared._state
+    slots = read_slots(head)
+    if not slots or slots[0].seq <= state.seq or slots[0].commit_offset < state.end:
+        return None
+    anchor = read_commit(fd, slots[0].commit_offset, shared._header.file_id, size)
+    if anchor is None or (anchor.seq, anchor.record_count) != (slots[0].seq, slots[0].record_count):
+        return None
+    index = state.index.copy()
+    since = state.since_checkpoint
+    records: list[bytes] = []
+    blocks = BlockReader(shared, state.end, anchor.end)
+    for offset, kind, flags, first, count, body in blocks.walk():
+        since = 0 if kind == fmt.CHECKPOINT else since + 1
+        if kind == fmt.FRAME:
+            if flags or count != 1 or first != state.count + len(records):
+                return None
+            index.add(0, first, offset)
+            records.append(body)
+        elif kind == fmt.INDEX:
+            try:
+                index.replay_page(count, first, offset, len(body) // 16)
+            except ValueError as exc:
+                raise fmt.corrupt(
+                    f"index page out of place ({exc})", shared._path, offset
+                ) from None
+    if blocks.offset != anchor.end or state.count + len(records) != anchor.record_count:
+        raise fmt.corrupt("damaged block before the last commit", shared._path, blocks.offset)
+    return state.advanced(anchor, index, since), records
+
+
+class BlockReader:
+    """Walks the blocks of a committed region in reads of up to ``SCAN_READ`` bytes,
+    checking every header and frame body."""
+
+    def __init__(self, shared: Any, offset: int, end: int) -> None:
+        self.shared = shared
+        self.offset = offset
+        self.end = end
+        self.buf = b""
+        self.buf_start = offset
+
+    def _bytes(self, offset: int, size: int) -> bytes:
+        rel = offset - self.buf_start
+        if rel < 0 or rel + size > len(self.buf):
+            want = max(size, min(SCAN_READ, self.end - offset))
+            self.buf = self.shared._read_at(offset, want)
+            self.buf_start, rel = offset, 0
+        return self.buf[rel : rel + size]
+
+    def walk(self) -> Iterator[tuple[int, int, int, int, int, bytes]]:
+        """``(offset, kind, flags, a, b, body)`` of every block up to the end (frame bodies
+        checked; other bodies only as needed by the caller)."""
+        path = self.shared._path
+        unpack, crc32 = fmt.BLOCK.unpack_from, fmt.crc32
+        while self.offset + fmt.BLOCK_SIZE <= self.end:
+            offset = self.offset
+            head = self._bytes(offset, fmt.BLOCK_SIZE)
+            kind, flags, reserved, body_crc, size, a, b, crc = unpack(head)
+            end = offset + fmt.BLOCK_SIZE + size
+            if reserved or crc32(head[:28]) != crc or kind not in fmt.KIND_NAMES or end > self.end:
+                raise fmt.corrupt("damaged block header", path, offset)
+            self.offset = end
+            body = b""
+            if kind in (fmt.FRAME, fmt.INDEX):
+                body = self._bytes(offset + fmt.BLOCK_SIZE, size)
+                if len(body) != size or crc32(body) != body_crc:
+                    raise fmt.corrupt("block checksum mismatch", path, offset)
+            yield offset, kind, flags, a, b, body
+
+    def next_frame(self) -> tuple[int, int, int, int, bytes]:
+        """``(offset, flags, first record, record count, body)`` of the next frame."""
+        for offset, kind, flags, first, count, body in self.walk():
+            if kind == fmt.FRAME:
+                return offset, flags, first, count, body
+        raise fmt.corrupt("records missing before the last commit", self.shared._path, self.offset)
