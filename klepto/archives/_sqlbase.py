@@ -154,8 +154,13 @@ class SqlArchive(Archive):
         return stored
 
     # --- backend primitives --------------------------------------------------------------
+    def __getitem__(self, key: Any) -> Any:
+        if self._closed:  # the base class's checks, inlined: this is the hottest path of all
+            self._check_open()
+        return self._get(key)
+
     def _get(self, key: Any) -> Any:
-        if self._codec is None:  # spelled out: this is the hottest path of all
+        if self._codec is None:
             self._open()
         get = self._schema.get
         row = self._connector.fetch(get, get.bind_digest(self._codec.digest(key)))
