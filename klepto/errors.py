@@ -60,6 +60,15 @@ class LockedError(KleptoError):
     """Another writer (thread or process) holds the store open for writing."""
 
 
+class StoreConnectionError(KleptoError, ConnectionError):
+    """A database or cache server cannot be used: it is unreachable, it refused the
+    credentials, or the database named in the URL does not exist.
+
+    The message is one line naming the URL (password hidden) and the reason; the driver's
+    own exception is chained as ``__cause__``.
+    """
+
+
 class MissingDependencyError(KleptoError, ImportError):
     """An optional dependency is not installed; the message names the extra to install."""
 

@@ -2,7 +2,7 @@
 
 A backend ("raw") archive implements a handful of primitives (``_get``, ``_set``,
 ``_delete``, ``_keys``, ``_len`` and, when it can do better than one key at a time,
-``_set_many``, ``_contains``, ``_clear``, ``_add``, ``_stored_items``); everything else -- the
+``_get_many``, ``_set_many``, ``_contains``, ``_clear``, ``_add``, ``_stored_items``); everything else -- the
 mapping API, the classic ``load/dump/sync/archived/drop/open`` no-ops that let a raw archive
 stand where a cache is expected, ``popkeys``, ``copy``, ``__asdict__``, context management and
 closing -- is here, written once, and so are the policies of
@@ -65,6 +65,16 @@ class Archive(ArchivePolicies, MutableMapping):  # type: ignore[type-arg]
         except KeyError:
             return False
         return True
+
+    def _get_many(self, keys: list[Any]) -> dict[Any, Any]:
+        """The entries of ``keys`` as stored (missing ones left out); backends read in bulk."""
+        found = {}
+        for key in keys:
+            try:
+                found[key] = self._get(key)
+            except KeyError:
+                continue
+        return found
 
     def _set_many(self, items: list[tuple[Any, Any]]) -> None:
         with self.transaction():

@@ -254,15 +254,16 @@ class cache(dict):
         if not keys:
             self._incoming(backend._live_stored())
             return
-        for key in keys:
-            value, deadline = backend.get(key, _NO_DEFAULT, expire_time=True)
-            if value is _NO_DEFAULT:
-                continue
-            if deadline is None and not self._deadlines:
-                dict.__setitem__(self, key, value)
-                self._unsaved.discard(key)
-            else:
-                self._incoming({key: value if deadline is None else Expiring(value, deadline)})
+        # One bulk read (a single round trip on database and cache servers).
+        stored = backend._get_many(list(keys))
+        now = backend.timer()
+        self._incoming(
+            {
+                key: entry
+                for key, entry in stored.items()
+                if type(entry) is not Expiring or entry.deadline > now
+            }
+        )
 
     def dump(self, *keys: Any) -> None:
         """Copy memory entries to the backend: all of them, or just ``keys`` present."""
