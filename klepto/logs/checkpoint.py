@@ -123,7 +123,6 @@ class Transactional:
             raise ValueError(f"keep must be an int >= 1, not {keep!r}")
         self._packer = Packer(serializer, key=key, safe=safe, protocol=protocol)
         durable = durability == "durable"
-        self._durable = durable
         self._owned: Archive | None = None
         if isinstance(checkpoints, (str, os.PathLike)):
             archive = default_archive(os.fspath(checkpoints), durable, key, fallback)
@@ -170,8 +169,9 @@ class Transactional:
     @property
     def seq(self) -> int:
         """The last sequence number in the log (0 before the first entry)."""
-        self._check_open()
-        return self._ensure_numbering()
+        with self._mutex:
+            self._check_open()
+            return self._ensure_numbering()
 
     @property
     def closed(self) -> bool:
