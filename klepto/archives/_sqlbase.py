@@ -35,6 +35,7 @@ class SqlArchive(Archive):
         self._hmac_key = kwds.pop("key", None)
         self._safe = bool(kwds.pop("safe", False))
         synchronous = kwds.pop("synchronous", "NORMAL")
+        self._create_database = bool(kwds.pop("create_database", True))
         self._config = kwds
         self._connector = _sqlengine.Connector(self._url, kwds, synchronous)
         self._schema: Any = None
@@ -98,19 +99,34 @@ class SqlArchive(Archive):
         self._codec = _sqlcodec.RowCodec(packer, self._where())
 
     def _connect(self) -> None:
-        """Connect, creating a missing server database (its name is a checked identifier)."""
+        """Connect, creating a missing server database (its name is a checked identifier).
+
+        A server that cannot be used raises a one-line ``StoreConnectionError``.
+        """
         import sqlalchemy as sa
 
-        from klepto.archives import _sqlengine
+        from klepto.archives import _sqlserver
 
         try:
             self._connector.connect()
-        except sa.exc.OperationalError:
+        except sa.exc.OperationalError as exc:
             if self._connector.backend == "sqlite":
                 raise
-            if not _sqlengine.create_database(self._url, self._config):
-                raise  # the database exists: the error was something else
+            if _sqlserver.problem_of(exc) != "database" or not self._create_database:
+                raise _sqlserver.connection_error(self._url, exc) from exc
+            self._create_missing_database(exc)
+
+    def _create_missing_database(self, missing: Exception) -> None:
+        import sqlalchemy as sa
+
+        from klepto.archives import _sqlengine, _sqlserver
+
+        try:
+            _sqlengine.create_database(self._url, self._config)
             self._connector.connect()
+        except sa.exc.DBAPIError as exc:
+            note = " and could not be created"
+            raise _sqlserver.connection_error(self._url, missing, note) from exc
 
     def _read_settings(self, schema: Any) -> dict[str, Any] | None:
         from klepto.archives import _sqlcodec
@@ -168,6 +184,15 @@ class SqlArchive(Archive):
             raise KeyError(key)
         return self._codec.unpack_value(row[0], key)
 
+    def _get_many(self, keys: list[Any]) -> dict[Any, Any]:
+        """The stored entries of ``keys``, read with one query per batch of keys."""
+        if len(keys) == 1:
+            return super()._get_many(keys)
+        from klepto.archives._sqlbatch import get_many
+
+        schema, codec, _ = self._ready()
+        return get_many(self._connector, schema, codec, keys)
+
     def _contains(self, key: Any) -> bool:
         schema, codec, _ = self._ready()
         params = schema.contains.bind_digest(codec.digest(key))
@@ -176,15 +201,16 @@ class SqlArchive(Archive):
     def _set(self, key: Any, value: Any) -> None:
         schema, codec, _ = self._ready()
         row = codec.row(key, value)
-        with self._connector.transaction() as conn:
-            self._upsert(conn, schema, [row])
+        self._connector.write(lambda conn: self._upsert(conn, schema, [row]))
 
     def _set_many(self, items: list[tuple[Any, Any]]) -> None:
         schema, codec, _ = self._ready()
         rows = list({row["kdigest"]: row for row in (codec.row(k, v) for k, v in items)}.values())
-        with self._connector.transaction() as conn:
-            for start in range(0, len(rows), _BATCH):
-                self._upsert(conn, schema, rows[start : start + _BATCH])
+        self._connector.write(lambda conn: self._upsert_batches(conn, schema, rows))
+
+    def _upsert_batches(self, conn: Any, schema: Any, rows: list[dict[str, Any]]) -> None:
+        for start in range(0, len(rows), _BATCH):
+            self._upsert(conn, schema, rows[start : start + _BATCH])
 
     def _upsert(self, conn: Any, schema: Any, rows: list[dict[str, Any]]) -> None:
         execute = self._connector.execute
@@ -198,13 +224,16 @@ class SqlArchive(Archive):
     def _add(self, key: Any, value: Any) -> bool:
         schema, codec, _ = self._ready()
         row = codec.row(key, value)
-        with self._connector.transaction() as conn:
-            if schema.insert_new is not None:
-                return self._connector.execute(conn, schema.insert_new, row).rowcount == 1
-            if self._connector.fetch(schema.contains, schema.contains.bind_digest(row["kdigest"])):
-                return False
-            self._connector.execute(conn, schema.insert, row)
-            return True
+        # Retried on a lost connection: a first attempt that did commit makes it False.
+        return self._connector.write(lambda conn: self._insert_new(conn, schema, row))
+
+    def _insert_new(self, conn: Any, schema: Any, row: dict[str, Any]) -> bool:
+        if schema.insert_new is not None:
+            return bool(self._connector.execute(conn, schema.insert_new, row).rowcount == 1)
+        if self._connector.fetch(schema.contains, schema.contains.bind_digest(row["kdigest"])):
+            return False
+        self._connector.execute(conn, schema.insert, row)
+        return True
 
     def _delete(self, key: Any) -> None:
         schema, codec, _ = self._ready()
@@ -224,8 +253,7 @@ class SqlArchive(Archive):
 
     def _clear(self) -> None:
         schema, _, _ = self._ready()
-        with self._connector.transaction() as conn:
-            self._connector.execute(conn, schema.clear)
+        self._connector.write(lambda conn: self._connector.execute(conn, schema.clear))
 
     # --- whole-row operations ------------------------------------------------------------
     def pop(self, key: Any, *default: Any) -> Any:
@@ -279,9 +307,7 @@ class SqlArchive(Archive):
         values = [{"kdigest": d, "kbytes": bytes(k), "vbytes": bytes(v)} for d, k, v in rows]
         if not values:
             return
-        with self._connector.transaction() as conn:
-            for start in range(0, len(values), _BATCH):
-                self._upsert(conn, schema, values[start : start + _BATCH])
+        self._connector.write(lambda conn: self._upsert_batches(conn, schema, values))
 
     # --- size accounting and locks (see klepto.archives._policy) ---------------------------
     def _entry_sizes(self) -> list[tuple[Any, int, str]]:
@@ -297,10 +323,35 @@ class SqlArchive(Archive):
             self._connector.execute(conn, schema.delete, {"kdigest": handle})
 
     def _lock_path(self) -> str | None:
-        """SQLite files: ``<database>.klepto-locks``; servers: None (in-process locks)."""
+        """SQLite files: ``<database>.klepto-locks``; servers: None (see :meth:`lock`)."""
         if self._connector.backend != "sqlite" or self._is_memory():
             return None
         return f"{self._url.database}.klepto-locks"
+
+    def lock(self, key: Any) -> contextlib.AbstractContextManager[None]:
+        """An exclusive lock on ``key``, shared by every process and host using this table.
+
+        PostgreSQL: a session advisory lock; MariaDB/MySQL: ``GET_LOCK``; SQLite files: a
+        byte of ``<database>.klepto-locks`` (see ``Archive.lock``). A holder that dies
+        releases its locks (the server ends its session, or the OS its file lock).
+        """
+        from klepto.archives._sqlserver import LOCKING_BACKENDS, ServerKeyLocks
+
+        if self._connector.backend not in LOCKING_BACKENDS:
+            return super().lock(key)
+        locks = self._key_locks
+        if locks is None:
+            # Not the URL: hosts may name the server differently, and must agree on ids.
+            scope = f"{self._url.database}|{self._table}"
+            locks = self._key_locks = ServerKeyLocks(self._connector, scope)  # type: ignore[assignment]
+        return locks.hold(key)  # type: ignore[union-attr]
+
+    @property
+    def locks_processes(self) -> bool:
+        """Whether :meth:`lock` excludes other processes (and hosts, on a server)."""
+        from klepto.archives._sqlserver import LOCKING_BACKENDS
+
+        return self._connector.backend in LOCKING_BACKENDS or self._lock_path() is not None
 
     # --- lifecycle -----------------------------------------------------------------------
     @contextlib.contextmanager
@@ -334,6 +385,8 @@ class SqlArchive(Archive):
         if self._hmac_key is not None:  # a key given in code travels with the pickle
             kwds["key"] = self._hmac_key
         kwds.update(safe=self._safe, synchronous=self._connector.synchronous)
+        if not self._create_database:
+            kwds["create_database"] = False
         return kwds
 
     def _is_memory(self) -> bool:

@@ -26,8 +26,8 @@ import logging
 import os
 import threading
 import weakref
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -39,6 +39,7 @@ from klepto.errors import CorruptArchiveError
 __all__ = ["Connector", "create_database", "drop_database", "remove_sqlite_file"]
 
 log = logging.getLogger("klepto.archives.sql")
+_T = TypeVar("_T")
 
 _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 _SQLITE_BUSY_SECONDS = 60.0
@@ -133,6 +134,9 @@ class Connector:
     def _create_engine(self) -> Engine:
         kwds = dict(self.config)
         if self.backend != "sqlite":
+            # A pooled connection may have died with a server restart: test it at checkout
+            # (held connections are checked out once, so this costs nothing per operation).
+            kwds.setdefault("pool_pre_ping", True)
             return sa.create_engine(self.url, **kwds)
         connect_args = dict(kwds.pop("connect_args", {}))
         connect_args.setdefault("timeout", _SQLITE_BUSY_SECONDS)
@@ -153,7 +157,10 @@ class Connector:
             self._read_connection(state)
 
     def _writer(self, state: _ProcessState) -> Connection:
-        if state.writer is None or state.writer.closed:
+        writer = state.writer
+        if writer is None or writer.closed or writer.invalidated:
+            if writer is not None:
+                writer.close()  # an invalidated connection: return it to the pool as such
             state.writer = state.engine.connect()
         return state.writer
 
@@ -201,7 +208,35 @@ class Connector:
         return conn.exec_driver_sql(compiled.sql, params)
 
     def fetch(self, compiled: Compiled, params: Any = None, *, rows: bool = False) -> Any:
-        """Run a read with driver-ready ``params``: the first row (or None), or all ``rows``."""
+        """Run a read with driver-ready ``params``: the first row (or None), or all ``rows``.
+
+        A read outside a transaction that finds its connection dead (the server restarted)
+        runs once more on a new connection.
+        """
+        try:
+            return self._fetch(compiled, params, rows)
+        except sa.exc.DBAPIError as exc:
+            if not exc.connection_invalidated or self._state().depth:
+                raise
+        return self._fetch(compiled, params, rows)
+
+    def write(self, work: Callable[[Connection], _T], *, retry: bool = True) -> _T:
+        """``work(conn)`` in a write transaction; again on a new connection if it was lost.
+
+        Only for idempotent work (``retry``): if the connection died at the commit, the
+        first attempt may have been applied. Inside an outer transaction nothing is retried.
+        """
+        try:
+            with self.transaction() as conn:
+                return work(conn)
+        except sa.exc.DBAPIError as exc:
+            if not (retry and exc.connection_invalidated) or self._state().depth:
+                raise
+            log.warning("lost the connection to %s; writing again on a new one", self)
+        with self.transaction() as conn:
+            return work(conn)
+
+    def _fetch(self, compiled: Compiled, params: Any, rows: bool) -> Any:
         state = self._state()
         with state.lock:
             dbapi_conn = self._read_connection(state)
@@ -220,7 +255,8 @@ class Connector:
     def _wrap(self, state: _ProcessState, exc: Exception, sql: str, conn: Any, cur: Any) -> Any:
         """The SQLAlchemy (or klepto) exception for a driver error; drop dead connections."""
         dialect = state.engine.dialect
-        if dialect.is_disconnect(exc, conn, cur):
+        disconnect = dialect.is_disconnect(exc, conn, cur)
+        if disconnect:
             log.warning("lost the connection to %s; reconnecting on next use", self)
             for attribute in ("reader", "writer"):
                 held = getattr(state, attribute)
@@ -228,7 +264,9 @@ class Connector:
                     held.invalidate()
                     setattr(state, attribute, None)
             state.raw_reader = state.raw_writer = None
-        wrapped = sa.exc.DBAPIError.instance(sql, None, exc, dialect.loaded_dbapi.Error)
+        wrapped = sa.exc.DBAPIError.instance(
+            sql, None, exc, dialect.loaded_dbapi.Error, connection_invalidated=disconnect
+        )
         corrupt = _corruption(self, wrapped)
         return corrupt if corrupt is not None else wrapped
 
