@@ -103,7 +103,9 @@ def reader(root: str, stop_file: str) -> None:
     archive = dir_archive(root, cached=False)
     report = {"rounds": 0, "drops": 0, "missing": 0, "phantoms": 0, "bad": 0, "errors": []}
     best = 0
-    while not os.path.exists(stop_file):
+    # At least one whole round even if the writers finished first (a loaded machine may
+    # start this process late); then until told to stop. Bounded if errors repeat.
+    while (report["rounds"] == 0 or not os.path.exists(stop_file)) and len(report["errors"]) < 50:
         try:
             keys = list(archive)
             for key in keys:
