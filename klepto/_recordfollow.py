@@ -113,27 +113,57 @@ def advance(shared: Any, fd: int, head: bytes, size: int) -> tuple[State, list[b
     anchor = read_commit(fd, slots[0].commit_offset, shared._header.file_id, size)
     if anchor is None or (anchor.seq, anchor.record_count) != (slots[0].seq, slots[0].record_count):
         return None
+    if anchor.end - state.end > SCAN_READ:
+        return None  # a large catch-up: the general path reads it in bounded pieces
+    data = os.pread(fd, anchor.end - state.end, state.end)
+    walked = _walk_new_blocks(shared, data, state)
+    if walked is None:
+        return None
+    index, since, records = walked
+    if state.count + len(records) != anchor.record_count:
+        raise fmt.corrupt("records missing before the last commit", shared._path, state.end)
+    return state.advanced(anchor, index, since), records
+
+
+def _walk_new_blocks(shared: Any, data: bytes, state: State) -> tuple[Any, int, list] | None:
+    """Apply the blocks in ``data`` (the file from ``state.end`` to a commit's end) to a
+    copy of the index and collect their records; ``None`` if a frame is not plain."""
     index = state.index.copy()
     since = state.since_checkpoint
     records: list[bytes] = []
-    blocks = BlockReader(shared, state.end, anchor.end)
-    for offset, kind, flags, first, count, body in blocks.walk():
+    pos, limit, base = 0, len(data), state.end
+    crc32 = fmt.crc32
+    while pos < limit:
+        if pos + fmt.BLOCK_SIZE > limit:
+            raise fmt.corrupt("damaged block before the last commit", shared._path, base + pos)
+        kind, flags, reserved, body_crc, size, a, b, crc = _unpack_block(data, pos)
+        start, end = pos + fmt.BLOCK_SIZE, pos + fmt.BLOCK_SIZE + size
+        if reserved or crc32(data[pos : pos + 28]) != crc or end > limit:
+            raise fmt.corrupt("damaged block header", shared._path, base + pos)
         since = 0 if kind == fmt.CHECKPOINT else since + 1
         if kind == fmt.FRAME:
-            if flags or count != 1 or first != state.count + len(records):
+            body = data[start:end]
+            if crc32(body) != body_crc:
+                raise fmt.corrupt("frame block checksum mismatch", shared._path, base + pos)
+            if flags or b != 1 or a != state.count + len(records):
                 return None
-            index.add(0, first, offset)
+            index.add(0, a, base + pos)
             records.append(body)
         elif kind == fmt.INDEX:
-            try:
-                index.replay_page(count, first, offset, len(body) // 16)
-            except ValueError as exc:
-                raise fmt.corrupt(
-                    f"index page out of place ({exc})", shared._path, offset
-                ) from None
-    if blocks.offset != anchor.end or state.count + len(records) != anchor.record_count:
-        raise fmt.corrupt("damaged block before the last commit", shared._path, blocks.offset)
-    return state.advanced(anchor, index, since), records
+            _replay_page(shared, index, data, pos, base)
+        pos = end
+    return index, since, records
+
+
+def _replay_page(shared: Any, index: Any, data: bytes, pos: int, base: int) -> None:
+    _, _, _, body_crc, size, first, level, _ = _unpack_block(data, pos)
+    start = pos + fmt.BLOCK_SIZE
+    if fmt.crc32(data[start : start + size]) != body_crc:
+        raise fmt.corrupt("index block checksum mismatch", shared._path, base + pos)
+    try:
+        index.replay_page(level, first, base + pos, size // 16)
+    except ValueError as exc:
+        raise fmt.corrupt(f"index page out of place ({exc})", shared._path, base + pos) from None
 
 
 class BlockReader:
