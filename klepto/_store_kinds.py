@@ -270,8 +270,13 @@ _SQL_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mariadb")
 _SQL_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 
 
+_NOT_SQL_SCHEMES = ("redis", "rediss", "unix")  # URLs of other kinds: SQLAlchemy has no dialect
+
+
 def _is_sql_kind(name: str) -> Callable[[Location], bool]:
-    return lambda where: (_sql_table(where) or ("",))[0] == name
+    return lambda where: (
+        where.scheme not in _NOT_SQL_SCHEMES and (_sql_table(where) or ("",))[0] == name
+    )
 
 
 #: klepto's own kinds, in detection order: a log inside an archive before the archive, record
@@ -355,6 +360,8 @@ BUILTIN_KINDS = [
 
 
 def register_builtin_kinds(register: Callable[[StoreKind], None]) -> None:
-    """Register klepto's own kinds (:data:`BUILTIN_KINDS`), in detection order."""
-    for kind in BUILTIN_KINDS:
+    """Register klepto's own kinds (:data:`BUILTIN_KINDS`, then Redis), in detection order."""
+    from klepto._store_redis import REDIS_KIND
+
+    for kind in [*BUILTIN_KINDS, REDIS_KIND]:
         register(kind)

@@ -189,7 +189,7 @@ def _unknown_message(where: Location) -> str:
 
     base = where.url or where.path or where.text
     try:
-        classic = detect_classic(base)
+        classic = detect_classic(base) if _may_be_classic(where) else None
     except (OSError, ValueError):
         classic = None
     if classic is not None:
@@ -198,6 +198,12 @@ def _unknown_message(where: Location) -> str:
             "'klepto migrate' (klepto.archives.migrate_classic)"
         )
     return f"{where} is not a klepto store (no klepto settings found there)"
+
+
+def _may_be_classic(where: Location) -> bool:
+    """Classic archives are files, directories and SQL databases, never other kinds' URLs."""
+    other = (k for k in KINDS if k.name not in ("sql", "sqltable"))
+    return where.url is None or not any(where.scheme in k.schemes for k in other)
 
 
 def open_store(

@@ -10,6 +10,7 @@ from klepto.archives import directory as _directory
 from klepto.archives import file as _file
 from klepto.archives import hdf as _hdf
 from klepto.archives import memory as _memory
+from klepto.archives import redis as _redis
 from klepto.archives import sql as _sql
 from klepto.archives._base import Archive as archive
 from klepto.archives._cached import cache
@@ -38,6 +39,9 @@ _sql_archive = _sql.sql_archive
 sqltable_archive = make_factory(_sqltable_archive, _sql.open_sqltable)
 sql_archive = make_factory(_sql_archive, _sql.open_sql)
 
+_redis_archive = _redis.redis_archive
+redis_archive = make_factory(_redis_archive, _redis.open_redis)
+
 __all__ = [
     "cache",
     "dict_archive",
@@ -46,6 +50,7 @@ __all__ = [
     "hdf_archive",
     "hdfdir_archive",
     "null_archive",
+    "redis_archive",
     "sql_archive",
     "sqltable_archive",
 ]
