@@ -205,7 +205,9 @@ class SqlArchive(Archive):
 
     def _set_many(self, items: list[tuple[Any, Any]]) -> None:
         schema, codec, _ = self._ready()
-        rows = list({row["kdigest"]: row for row in (codec.row(k, v) for k, v in items)}.values())
+        unique = {row["kdigest"]: row for row in (codec.row(k, v) for k, v in items)}
+        # In digest order: concurrent batches then lock shared rows in one order (no deadlock).
+        rows = [unique[digest] for digest in sorted(unique)]
         self._connector.write(lambda conn: self._upsert_batches(conn, schema, rows))
 
     def _upsert_batches(self, conn: Any, schema: Any, rows: list[dict[str, Any]]) -> None:
@@ -304,7 +306,9 @@ class SqlArchive(Archive):
 
     def _put_raw_rows(self, rows: list[tuple[Any, Any, Any]]) -> None:
         schema, _, _ = self._ready()
-        values = [{"kdigest": d, "kbytes": bytes(k), "vbytes": bytes(v)} for d, k, v in rows]
+        values = [
+            {"kdigest": d, "kbytes": bytes(k), "vbytes": bytes(v)} for d, k, v in sorted(rows)
+        ]
         if not values:
             return
         self._connector.write(lambda conn: self._upsert_batches(conn, schema, values))

@@ -25,7 +25,9 @@ import contextlib
 import logging
 import os
 import threading
+import random
 import weakref
+import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -45,6 +47,7 @@ _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 _SQLITE_BUSY_SECONDS = 60.0
 _SQLITE_MMAP_BYTES = 64 << 20
 # Objects inherited across fork(): referenced forever so the child never closes them.
+_DEADLOCK_ATTEMPTS = 8  # writes rolled back to break a deadlock run again this many times
 _INHERITED: list[Any] = []
 # Bumped in every forked child, so "is this state from this process?" costs no system call
 # (getpid() is one, and it sits on every read's path).
@@ -221,20 +224,32 @@ class Connector:
         return self._fetch(compiled, params, rows)
 
     def write(self, work: Callable[[Connection], _T], *, retry: bool = True) -> _T:
-        """``work(conn)`` in a write transaction; again on a new connection if it was lost.
+        """``work(conn)`` in a write transaction, run again when the server rolled it back.
 
-        Only for idempotent work (``retry``): if the connection died at the commit, the
-        first attempt may have been applied. Inside an outer transaction nothing is retried.
+        A deadlock victim is rolled back for certain, so it runs again (a few times). A lost
+        connection (server restart) is retried once on a new one only for idempotent work
+        (``retry``): had the connection died at the commit, the first attempt may have been
+        applied. Inside an outer transaction nothing is retried.
         """
-        try:
-            with self.transaction() as conn:
-                return work(conn)
-        except sa.exc.DBAPIError as exc:
-            if not (retry and exc.connection_invalidated) or self._state().depth:
-                raise
-            log.warning("lost the connection to %s; writing again on a new one", self)
-        with self.transaction() as conn:
-            return work(conn)
+        from klepto.archives._sqlserver import is_deadlock
+
+        reconnected = False
+        for attempt in range(1, _DEADLOCK_ATTEMPTS + 1):
+            try:
+                with self.transaction() as conn:
+                    return work(conn)
+            except sa.exc.DBAPIError as exc:
+                if self._state().depth:
+                    raise
+                lost = retry and exc.connection_invalidated and not reconnected
+                if not (lost or (is_deadlock(exc) and attempt < _DEADLOCK_ATTEMPTS)):
+                    raise
+                reconnected = reconnected or lost
+                log.warning(
+                    "%s: %s; writing again", self, "lost the connection" if lost else "deadlock"
+                )
+                time.sleep(random.uniform(0, 0.01 * attempt))  # desynchronise the contenders
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     def _fetch(self, compiled: Compiled, params: Any, rows: bool) -> Any:
         state = self._state()

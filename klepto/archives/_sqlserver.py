@@ -32,7 +32,14 @@ from klepto._canonical import stable_bytes
 from klepto._keylocks import KeyLocks
 from klepto.errors import StoreConnectionError
 
-__all__ = ["LOCKING_BACKENDS", "ServerKeyLocks", "connection_error", "lock_id", "problem_of"]
+__all__ = [
+    "LOCKING_BACKENDS",
+    "ServerKeyLocks",
+    "connection_error",
+    "is_deadlock",
+    "lock_id",
+    "problem_of",
+]
 
 log = logging.getLogger("klepto.archives.sql")
 
@@ -77,6 +84,21 @@ def problem_of(exc: BaseException) -> str | None:
         if pattern.search(text):
             return problem
     return None
+
+
+# Transactions the server rolled back to break a deadlock (or a serialization conflict):
+# PostgreSQL SQLSTATEs, MariaDB/MySQL error numbers. Running them again is always safe.
+_DEADLOCK_STATES = frozenset({"40P01", "40001"})
+_DEADLOCK_CODES = frozenset({1213, 1205})
+
+
+def is_deadlock(exc: BaseException) -> bool:
+    """Whether the server rolled back the transaction to break a deadlock."""
+    orig = getattr(exc, "orig", None)
+    if getattr(orig, "sqlstate", None) in _DEADLOCK_STATES:
+        return True
+    args = getattr(orig, "args", ())
+    return bool(args) and args[0] in _DEADLOCK_CODES
 
 
 def connection_error(url: URL, exc: BaseException, note: str = "") -> StoreConnectionError:
