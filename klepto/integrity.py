@@ -46,23 +46,38 @@ def resolve_key(key: bytes | str | None = None) -> bytes | None:
     return key
 
 
-def seal(payload: bytes, *, key: bytes | None = None, compressed: bool = False) -> bytes:
-    """Wrap ``payload`` in a checksummed (and, with ``key``, signed) envelope."""
+def seal(
+    payload: bytes, *, key: bytes | None = None, compressed: bool = False, context: bytes = b""
+) -> bytes:
+    """Wrap ``payload`` in a checksummed (and, with ``key``, signed) envelope.
+
+    ``context`` (for example the digest of the key a value is stored under) is covered by
+    the checksum and the signature but not stored: :func:`unseal` must be given the same
+    context, so an envelope copied to another key is refused (and, when signed, cannot be
+    forged to fit).
+    """
     flags = (SIGNED if key else 0) | (COMPRESSED if compressed else 0)
-    tag = _sign(key, flags, payload) if key else b""
+    tag = _sign(key, flags, payload, context) if key else b""
     body = tag + payload
-    crc = zlib.crc32(body, zlib.crc32(bytes((VERSION, flags))))
+    crc = zlib.crc32(body, _crc_start(flags, context))
     return _HEADER.pack(MAGIC, VERSION, flags, crc) + body
 
 
+def _crc_start(flags: int, context: bytes) -> int:
+    start = zlib.crc32(bytes((VERSION, flags)))
+    # An empty context leaves the CRC as it was before contexts existed.
+    return zlib.crc32(context, start) if context else start
+
+
 def unseal(
-    blob: bytes, *, key: bytes | None = None, where: dict | None = None
+    blob: bytes, *, key: bytes | None = None, where: dict | None = None, context: bytes = b""
 ) -> tuple[bytes, int]:
     """Check an envelope and return ``(payload, flags)``.
 
-    Raises :class:`CorruptionError` for damage and :class:`SignatureError` when ``key`` is
-    given and the payload is unsigned or its signature does not match. ``where`` (path,
-    offset, key) is put into the error message.
+    Raises :class:`CorruptionError` for damage (or an envelope sealed with another
+    ``context``) and :class:`SignatureError` when ``key`` is given and the payload is
+    unsigned or its signature does not match. ``where`` (path, offset, key) is put into the
+    error message.
     """
     where = where or {}
     view = memoryview(blob)
@@ -72,24 +87,26 @@ def unseal(
     if magic != MAGIC or version != VERSION:
         raise CorruptionError("not a klepto value envelope (bad magic or version)", **where)
     body = view[_HEADER.size :]
-    if zlib.crc32(body, zlib.crc32(bytes((version, flags)))) != crc:
+    if key and not flags & SIGNED:  # refused whatever its checksum says: nobody signed it
+        raise SignatureError("unsigned value in a signed store", **where)
+    if zlib.crc32(body, _crc_start(flags, context)) != crc:
         raise CorruptionError("value checksum mismatch", **where)
     if not flags & SIGNED:
-        if key:
-            raise SignatureError("unsigned value in a signed store", **where)
         return bytes(body), flags
     if len(body) < _TAG_SIZE:
         raise CorruptionError("signed value envelope truncated", **where)
     payload = bytes(body[_TAG_SIZE:])
     if key is None:
         raise SignatureError("value is signed; provide the HMAC key to read it", **where)
-    if not hmac.compare_digest(bytes(body[:_TAG_SIZE]), _sign(key, flags, payload)):
+    if not hmac.compare_digest(bytes(body[:_TAG_SIZE]), _sign(key, flags, payload, context)):
         raise SignatureError("value signature mismatch (forged or tampered)", **where)
     return payload, flags
 
 
-def _sign(key: bytes, flags: int, payload: bytes) -> bytes:
+def _sign(key: bytes, flags: int, payload: bytes, context: bytes = b"") -> bytes:
     mac = hmac.new(key, bytes((VERSION, flags)), hashlib.sha256)
+    if context:  # length-prefixed, so context and payload cannot trade bytes
+        mac.update(len(context).to_bytes(4, "big") + context)
     mac.update(payload)
     return mac.digest()
 
@@ -144,16 +161,16 @@ class Packer:
             raise SignatureError(f"this store is signed: pass key=... or set ${KEY_ENV}")
         return packer
 
-    def pack(self, obj: Any) -> bytes:
-        """The bytes to store for ``obj``."""
+    def pack(self, obj: Any, *, context: bytes = b"") -> bytes:
+        """The bytes to store for ``obj`` (bound to ``context``: see :func:`seal`)."""
         payload = self.serializer.dumps(obj)
         if self.codec is not None:
             payload = self.codec.compress(payload)
-        return seal(payload, key=self.key, compressed=self.codec is not None)
+        return seal(payload, key=self.key, compressed=self.codec is not None, context=context)
 
-    def unpack(self, blob: bytes, *, where: dict | None = None) -> Any:
+    def unpack(self, blob: bytes, *, where: dict | None = None, context: bytes = b"") -> Any:
         """The object stored as ``blob``; integrity is checked before anything is decoded."""
-        payload, flags = unseal(blob, key=self.key, where=where)
+        payload, flags = unseal(blob, key=self.key, where=where, context=context)
         if flags & COMPRESSED:
             if self.codec is None:
                 raise CorruptionError(

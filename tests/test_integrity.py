@@ -154,3 +154,29 @@ def test_key_is_not_stored_in_the_envelope():
     key = os.urandom(32)
     blob = Packer("json", key=key).pack("v")
     assert key not in blob
+
+
+def test_context_binds_an_envelope_to_its_key():
+    """A sealed value copied under another key's digest is refused, signed or not."""
+    from klepto.errors import CorruptionError, SignatureError
+    from klepto.integrity import Packer
+
+    for key in (None, b"secret"):
+        packer = Packer("pickle", key=key)
+        blob = packer.pack({"v": 1}, context=b"digest-a")
+        assert packer.unpack(blob, context=b"digest-a") == {"v": 1}
+        with pytest.raises(CorruptionError):
+            packer.unpack(blob, context=b"digest-b")
+        with pytest.raises(CorruptionError):
+            packer.unpack(blob)  # no context at all
+    signed = Packer("pickle", key=b"secret")
+    unsigned_blob = Packer("pickle").pack(1, context=b"d")
+    with pytest.raises(SignatureError):
+        signed.unpack(unsigned_blob, context=b"d")
+
+
+def test_empty_context_is_the_old_envelope():
+    from klepto.integrity import seal, unseal
+
+    assert unseal(seal(b"x"))[0] == b"x"
+    assert seal(b"x") == seal(b"x", context=b"")

@@ -115,7 +115,7 @@ class HdfCodec:
         if digest in group:
             del group[digest]
         if self.serialized:
-            dataset = group.create_dataset(digest, data=_void(self.packer.pack(value)))
+            dataset = group.create_dataset(digest, data=_void(self.keys.pack_value(value, digest)))
         else:
             native = _native(value)
             dataset = group.create_dataset(digest, data=native)
@@ -125,7 +125,7 @@ class HdfCodec:
     def _write_meta(self, group: Any, digest: str, sealed_key: Any, value: Any) -> None:
         attrs = group.attrs
         if self.serialized:
-            attrs["v" + digest] = _void(self.packer.pack(value))
+            attrs["v" + digest] = _void(self.keys.pack_value(value, digest))
         else:
             native = _native(value)
             attrs["v" + digest] = native

@@ -179,10 +179,11 @@ class SqlArchive(Archive):
         if self._codec is None:
             self._open()
         get = self._schema.get
-        row = self._connector.fetch(get, get.bind_digest(self._codec.digest(key)))
+        digest = self._codec.digest(key)
+        row = self._connector.fetch(get, get.bind_digest(digest))
         if row is None:
             raise KeyError(key)
-        return self._codec.unpack_value(row[0], key)
+        return self._codec.unpack_value(row[0], key, digest)
 
     def _get_many(self, keys: list[Any]) -> dict[Any, Any]:
         """The stored entries of ``keys``, read with one query per batch of keys."""
@@ -273,7 +274,7 @@ class SqlArchive(Archive):
                 if row is not None:
                     self._connector.execute(conn, schema.delete, digest)
             # Decoded inside the transaction: a damaged value is not deleted.
-            stored = MISSING if row is None else codec.unpack_value(row[0], key)
+            stored = MISSING if row is None else codec.unpack_value(row[0], key, digest["kdigest"])
         return self._popped(key, stored, default)
 
     def popitem(self) -> tuple[Any, Any]:
@@ -297,7 +298,7 @@ class SqlArchive(Archive):
         out = {}
         for digest, kbytes, vbytes in rows:
             key = codec.unpack_key(kbytes, digest)
-            out[key] = codec.unpack_value(vbytes, key)
+            out[key] = codec.unpack_value(vbytes, key, digest)
         return out
 
     def _raw_rows(self) -> list[tuple[Any, Any, Any]]:

@@ -101,11 +101,16 @@ class RowCodec:
         return stable_hash(key)
 
     def row(self, key: Any, value: Any) -> dict[str, Any]:
+        digest = stable_hash(key)
         return {
-            "kdigest": stable_hash(key),
+            "kdigest": digest,
             "kbytes": self.pack_key(key),
-            "vbytes": self.packer.pack(value),
+            "vbytes": self.pack_value(value, digest),
         }
+
+    def pack_value(self, value: Any, digest: str) -> bytes:
+        """The sealed value, bound to its key's digest: copied onto another key it is refused."""
+        return self.packer.pack(value, context=digest.encode("ascii"))
 
     def pack_key(self, key: Any) -> bytes:
         if _plain_key(key):
@@ -143,9 +148,10 @@ class RowCodec:
             raise CorruptArchiveError("stored key does not match its digest", **where)
         return key
 
-    def unpack_value(self, blob: bytes, key: Any) -> Any:
+    def unpack_value(self, blob: bytes, key: Any, digest: str | None = None) -> Any:
+        context = (stable_hash(key) if digest is None else digest).encode("ascii")
         try:
-            return self.packer.unpack(blob, where={"path": self.where, "key": key})
+            return self.packer.unpack(blob, where={"path": self.where, "key": key}, context=context)
         except CorruptionError as exc:
             named = _named(exc)
             if named is exc:
