@@ -56,5 +56,5 @@ def get_many(connector: Connector, schema: Schema, codec: Any, keys: list[Any]) 
     for start in range(0, len(digests), BATCH):
         for digest, vbytes in _fetch_batch(connector, schema, digests[start : start + BATCH]):
             for key in wanted[digest]:
-                found[key] = codec.unpack_value(vbytes, key)
+                found[key] = codec.unpack_value(vbytes, key, digest)
     return found
