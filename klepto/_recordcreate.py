@@ -42,6 +42,11 @@ class RecordFileReadOnly(KleptoError, io.UnsupportedOperation):
     """A write was attempted on a record file opened for reading."""
 
 
+class RecordFileNotWritable(RecordFileReadOnly, PermissionError):
+    """A write was attempted on a record file this process may not write (its mode, owner or
+    file system refuses): a ``PermissionError``, so callers need not know klepto's types."""
+
+
 class RecordFileLocked(LockedError):
     """Another writer, in this process or another, has the record file open for writing."""
 

@@ -39,7 +39,13 @@ from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 from klepto import _recordformat as fmt
-from klepto._recordcreate import RecordFileClosed, RecordFileReadOnly, create_file, recover
+from klepto._recordcreate import (
+    RecordFileClosed,
+    RecordFileNotWritable,
+    RecordFileReadOnly,
+    create_file,
+    recover,
+)
 from klepto._recordfollow import (
     BlockReader,
     advance,
@@ -368,7 +374,9 @@ class SharedRecordFile(RecordFile):
                 return None
             self._check_open()
             if not self._fd_writable:
-                raise RecordFileReadOnly(f"cannot write: {self._path} is open read-only")
+                raise RecordFileNotWritable(
+                    errno.EACCES, "cannot write: this process may not write the file", self._path
+                )
             self._acquire_os_lock()
             try:
                 change = self._begin_turn()
