@@ -56,6 +56,11 @@ class ArchiveClosedError(KleptoError, ValueError):
     """An operation was attempted on a closed archive or record file."""
 
 
+class ReadOnlyStoreError(KleptoError, PermissionError):
+    """A write to a store this process may only read (its files, directory or database are
+    read-only for it): a ``PermissionError``, never a silent no-op."""
+
+
 class LockedError(KleptoError):
     """Another writer (thread or process) holds the store open for writing."""
 

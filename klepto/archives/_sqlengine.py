@@ -22,12 +22,13 @@ builds a fresh engine lazily. Threads share one connection per process under a l
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
-import threading
 import random
-import weakref
+import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -36,7 +37,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, Engine
 
 from klepto.archives._sqlschema import Compiled, check_identifier, is_memory
-from klepto.errors import CorruptArchiveError
+from klepto.errors import CorruptArchiveError, ReadOnlyStoreError
 
 __all__ = ["Connector", "create_database", "drop_database", "remove_sqlite_file"]
 
@@ -46,8 +47,8 @@ _T = TypeVar("_T")
 _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 _SQLITE_BUSY_SECONDS = 60.0
 _SQLITE_MMAP_BYTES = 64 << 20
-# Objects inherited across fork(): referenced forever so the child never closes them.
 _DEADLOCK_ATTEMPTS = 8  # writes rolled back to break a deadlock run again this many times
+# Objects inherited across fork(): referenced forever so the child never closes them.
 _INHERITED: list[Any] = []
 # Bumped in every forked child, so "is this state from this process?" costs no system call
 # (getpid() is one, and it sits on every read's path).
@@ -301,7 +302,7 @@ def _sqlite_setup(on_disk: bool, synchronous: str) -> Any:
         if on_disk:
             cursor = dbapi_connection.cursor()
             try:
-                cursor.execute("PRAGMA journal_mode=WAL")
+                _wal_unless_read_only(cursor)
                 cursor.execute(f"PRAGMA synchronous={synchronous}")
                 # Reads through a memory map, not a read() system call per page.
                 cursor.execute(f"PRAGMA mmap_size={_SQLITE_MMAP_BYTES}")
@@ -309,6 +310,19 @@ def _sqlite_setup(on_disk: bool, synchronous: str) -> Any:
                 cursor.close()
 
     return setup
+
+
+def _wal_unless_read_only(cursor: Any) -> None:
+    """Switch to WAL, except on a database this process may only read: there the switch
+    (a write) fails, yet reading works, and a write then fails with SQLite's own error."""
+    import sqlite3
+
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+    except sqlite3.OperationalError as exc:
+        if "readonly" not in str(exc):
+            raise
+        log.debug("read-only SQLite database: keeping its journal mode (%s)", exc)
 
 
 def _sqlite_begin(conn: Connection) -> None:
@@ -339,16 +353,23 @@ def remove_sqlite_file(path: str) -> None:
 _CORRUPT_MESSAGES = ("malformed", "not a database", "disk image")
 
 
-def _corruption(connector: Connector, exc: BaseException) -> CorruptArchiveError | None:
-    """A CorruptArchiveError for SQLite's "database disk image is malformed" family."""
+def _corruption(
+    connector: Connector, exc: BaseException
+) -> CorruptArchiveError | ReadOnlyStoreError | None:
+    """klepto's error for SQLite's "database disk image is malformed" family (damage) and
+    for its "readonly database" (a write this process may not make), else None."""
     if connector.backend != "sqlite" or not isinstance(exc, sa.exc.DatabaseError):
         return None
     message = str(getattr(exc, "orig", exc))
+    error: CorruptArchiveError | ReadOnlyStoreError
     if any(text in message for text in _CORRUPT_MESSAGES):
         error = CorruptArchiveError(f"SQLite reports damage ({message})", path=str(connector))
-        error.__cause__ = exc
-        return error
-    return None
+    elif "readonly database" in message:
+        error = ReadOnlyStoreError(errno.EACCES, f"cannot write: {message}", str(connector))
+    else:
+        return None
+    error.__cause__ = exc
+    return error
 
 
 @contextlib.contextmanager
