@@ -1,6 +1,7 @@
 """dir_archive: classic semantics (spec 7.7), the deliberate fixes, and hostile input.
 
-Crash and concurrency tests with real processes live in tests/faults/test_dir_faults.py.
+Crash and concurrency tests with real processes live in tests/faults/test_archive_faults.py
+and tests/faults/test_store_faults.py.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ import pytest
 
 from klepto.archives import dir_archive
 from klepto.errors import CorruptionError
+from tests.faults._harness import FAULTS, damage
 
 np = pytest.importorskip("numpy")
 
@@ -52,32 +53,6 @@ def same(a, b) -> bool:
     return type(a) is type(b) and a == b
 
 
-def damage(path: str, fault: str, rng: random.Random) -> None:
-    size = os.path.getsize(path)
-    with open(path, "r+b") as handle:
-        if fault == "truncate":
-            low = max(0, size - 65536) if rng.random() < 0.5 else 0
-            handle.truncate(rng.randint(low, size - 1))
-        elif fault == "flip":
-            offset = rng.randrange(size)
-            handle.seek(offset)
-            byte = handle.read(1)[0]
-            handle.seek(offset)
-            handle.write(bytes([byte ^ rng.randint(1, 255)]))
-        elif fault == "zero4k":
-            offset = rng.randrange(0, size, 4096) if size > 4096 else 0
-            handle.seek(offset)
-            length = min(4096, size - offset)
-            original = handle.read(length)
-            if original == bytes(length):  # already zeros: zero a page that is not
-                offset, length = 0, min(4096, size)
-            handle.seek(offset)
-            handle.write(bytes(length))
-        else:
-            handle.seek(0, os.SEEK_END)
-            handle.write(os.urandom(rng.randint(1024, 8192)))
-
-
 def classify(root: str, expected: dict, options: dict) -> str:
     try:
         archive = dir_archive(root, cached=False, **options)
@@ -106,7 +81,7 @@ def campaign(tmp_path, mode: str, trials: int) -> Counter:
     outcomes: Counter = Counter()
     rng = random.Random(mode)
     for trial in range(trials):
-        fault = ("truncate", "flip", "zero4k", "garbage")[trial % 4]
+        fault = FAULTS[trial % 4]
         path = rng.choice(files)
         with open(path, "rb") as handle:
             pristine = handle.read()

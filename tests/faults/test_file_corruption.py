@@ -24,6 +24,7 @@ import pytest
 
 from klepto.archives import _filestore, file_archive
 from klepto.errors import CorruptionError
+from tests.faults._harness import FAULTS, damage
 
 pytestmark = pytest.mark.faults
 
@@ -33,7 +34,6 @@ MODES = {
     "signed": {"key": "secret"},
     "literal": {"serialized": False},
 }
-FAULTS = ("truncate", "flip", "zero4k", "garbage")
 
 
 @pytest.fixture(autouse=True)
@@ -63,31 +63,6 @@ def build(path: str, options: dict, seed: int) -> dict:
     del archive["gone"]
     archive.close()
     return expected
-
-
-def damage(path: str, fault: str, rng: random.Random) -> None:
-    size = os.path.getsize(path)
-    with open(path, "r+b") as handle:
-        if fault == "truncate":
-            low = max(0, size - 65536) if rng.random() < 0.5 else 0
-            handle.truncate(rng.randint(low, size - 1))
-        elif fault == "flip":
-            offset = rng.randrange(size)
-            handle.seek(offset)
-            byte = handle.read(1)[0]
-            handle.seek(offset)
-            handle.write(bytes([byte ^ rng.randint(1, 255)]))
-        elif fault == "zero4k":
-            offset = rng.randrange(0, size, 4096) if size > 4096 else 0
-            handle.seek(offset)
-            length = min(4096, size - offset)
-            if handle.read(length) == bytes(length):  # already zeros: zero a page that is not
-                offset, length = 0, min(4096, size)
-            handle.seek(offset)
-            handle.write(bytes(length))
-        else:
-            handle.seek(0, os.SEEK_END)
-            handle.write(os.urandom(rng.randint(1024, 8192)))
 
 
 def classify(path: str, expected: dict, options: dict) -> str:

@@ -1,8 +1,10 @@
-"""Worker processes for the file_archive fault tests: ``python -m tests.faults._file_worker``.
+"""Worker processes for the archive fault tests (file, directory and SQL archives):
+``python -m tests.faults._archive_worker STORE COMMAND WHERE ARGS...``.
 
+STORE is ``file``, ``dir`` or ``sql`` (WHERE is then an SQLAlchemy URL with ``?table=``).
 Every worker prints one line per acknowledged operation and flushes it, so the harness knows
-exactly what was acknowledged when it sends SIGKILL. Operation sequences derive from a seed,
-so the harness recomputes what each acknowledgement means.
+exactly what was acknowledged when it sends SIGKILL. Operation sequences derive from a seed
+(:func:`tests.faults._harness.ops`), so the harness recomputes what each ack means.
 """
 
 from __future__ import annotations
@@ -13,31 +15,9 @@ import random
 import sys
 import time
 
+from tests.faults._harness import dump_points, ops
 
-def ops(seed: int, count: int) -> list[tuple[str, str]]:
-    """``count`` (key, value) writes: 25% overwrite an earlier key; values of 8 B to 4 KiB."""
-    rng = random.Random(seed)
-    keys: list[str] = []
-    out = []
-    for i in range(count):
-        if keys and rng.random() < 0.25:
-            key = rng.choice(keys)
-        else:
-            key = f"key-{i}"
-            keys.append(key)
-        size = rng.choice([8, 100, 1000, 4096])
-        out.append((key, f"{i}:" + "v" * size))
-    return out
-
-
-def dump_points(seed: int, count: int) -> list[int]:
-    """Indexes of the operations after which the cached writer calls ``dump()``."""
-    rng = random.Random(seed + 1)
-    points, index = [], -1
-    while index < count - 1:
-        index = min(index + rng.randint(1, 20), count - 1)
-        points.append(index)
-    return points
+COMPACT_EVERY = 5
 
 
 def prefill() -> dict[str, str]:
@@ -45,7 +25,16 @@ def prefill() -> dict[str, str]:
     return {f"fill-{i}": f"{i}:" + "f" * 1000 for i in range(1500)}
 
 
-COMPACT_EVERY = 5
+def open_archive(store: str, where: str, **options):
+    """A new archive object of ``store`` over ``where``."""
+    from klepto import archives
+
+    factory = {
+        "file": archives.file_archive,
+        "dir": archives.dir_archive,
+        "sql": archives.sqltable_archive,
+    }[store]
+    return factory(where, **options)
 
 
 def _say(line: str) -> None:
@@ -53,22 +42,16 @@ def _say(line: str) -> None:
     sys.stdout.flush()
 
 
-def _open(path: str, **options):
-    from klepto.archives import file_archive
-
-    return file_archive(path, **options)
-
-
-def direct(path: str, seed: int, count: int) -> None:
-    archive = _open(path, cached=False)
+def direct(store: str, where: str, seed: int, count: int) -> None:
+    archive = open_archive(store, where, cached=False)
     for i, (key, value) in enumerate(ops(seed, count)):
         archive[key] = value
         _say(f"A {i}")
     _say("END")
 
 
-def dump(path: str, seed: int, count: int) -> None:
-    front = _open(path, autodump=False)
+def dump(store: str, where: str, seed: int, count: int) -> None:
+    front = open_archive(store, where, autodump=False)
     points = set(dump_points(seed, count))
     for i, (key, value) in enumerate(ops(seed, count)):
         front[key] = value
@@ -78,9 +61,9 @@ def dump(path: str, seed: int, count: int) -> None:
     _say("END")
 
 
-def compact(path: str, seed: int, count: int) -> None:
-    """Overwrites with a compaction after every ``COMPACT_EVERY`` of them."""
-    archive = _open(path, cached=False, compact_ratio=None)
+def compact(store: str, where: str, seed: int, count: int) -> None:
+    """Overwrites with a compaction after every ``COMPACT_EVERY`` of them (file archive)."""
+    archive = open_archive(store, where, cached=False, compact_ratio=None)
     archive.update(prefill())
     _say("READY")
     for i, (key, value) in enumerate(ops(seed, count)):
@@ -93,27 +76,22 @@ def compact(path: str, seed: int, count: int) -> None:
     _say("END")
 
 
-def create(path: str) -> None:
-    archive = _open(path, cached=False)
-    for i in range(3):
-        archive[f"k{i}"] = i
-        _say(f"A {i}")
-    _say("END")
-
-
-def hold(path: str) -> None:
+def hold(store: str, where: str) -> None:
     """Take the archive's lock (a transaction) and wait to be killed."""
-    archive = _open(path, cached=False)
+    archive = open_archive(store, where, cached=False)
     with archive.transaction():
         archive["held"] = 1
         _say("HOLDING")
         time.sleep(600)
 
 
-def writer(path: str, wid: int, count: int, shared: int, dump_every: int) -> None:
+def writer(store: str, where: str, wid: int, count: int, shared: int, dump_every: int) -> None:
     """Private keys ``(wid, i)`` and shared keys ``('shared', j)``; ``dump_every`` > 0 means
     a cached front that dumps every that many writes."""
-    target = _open(path, cached=dump_every > 0)
+    if dump_every:
+        target = open_archive(store, where, autodump=False)
+    else:
+        target = open_archive(store, where, cached=False)
     writes = [((wid, i), f"{wid}:{i}") for i in range(count)]
     writes += [(("shared", j), f"{wid}:shared{j}") for j in range(shared)]
     random.Random(wid).shuffle(writes)
@@ -126,14 +104,12 @@ def writer(path: str, wid: int, count: int, shared: int, dump_every: int) -> Non
     _say(f"DONE {len(writes)}")
 
 
-def reader(path: str, stop_file: str) -> None:
+def reader(store: str, where: str, stop_file: str) -> None:
     """List and read in a loop; report every violation of the reader promises."""
-    archive = _open(path, cached=False)
+    archive = open_archive(store, where, cached=False)
     report = {"rounds": 0, "drops": 0, "missing": 0, "phantoms": 0, "bad": 0, "errors": []}
     best = 0
-    # At least one whole round even if the writers finished first (a loaded machine may
-    # start this process late); then until told to stop. Bounded if errors repeat.
-    while (report["rounds"] == 0 or not os.path.exists(stop_file)) and len(report["errors"]) < 50:
+    while not os.path.exists(stop_file) or report["rounds"] < 2:
         try:
             keys = list(archive)
             for key in keys:
@@ -167,7 +143,6 @@ COMMANDS = {
     "direct": direct,
     "dump": dump,
     "compact": compact,
-    "create": create,
     "hold": hold,
     "writer": writer,
     "reader": reader,
@@ -175,9 +150,9 @@ COMMANDS = {
 
 
 def main(argv: list[str]) -> None:
-    command, path, *rest = argv
+    store, command, where, *rest = argv
     args = [int(a) if a.lstrip("-").isdigit() else a for a in rest]
-    COMMANDS[command](path, *args)
+    COMMANDS[command](store, where, *args)
 
 
 if __name__ == "__main__":
