@@ -34,3 +34,16 @@ def make_shared(backend: str, request: Any, suffix: str = "", **kwds: Any) -> An
     if backend == "redis":
         return redis_archive(where, cached=False, **kwds)
     return sqltable_archive(where, cached=False, **kwds)
+
+
+def worker_context() -> Any:
+    """Processes for workers: forked from a server that imported klepto and the drivers
+    once (started as the first worker is), so each worker starts fast, and everything
+    they are given is pickled, as with ``spawn``."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(
+        ["tests.services._workers", "klepto.archives", "sqlalchemy", "psycopg", "pymysql", "redis"]
+    )
+    return context

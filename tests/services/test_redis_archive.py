@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import builtins
 import math
-import multiprocessing
 import pickle
 import threading
 import time
@@ -15,7 +14,7 @@ import pytest
 from klepto import stores
 from klepto.archives import cache, redis_archive
 from klepto.errors import CorruptArchiveError, MissingDependencyError, StoreConnectionError
-from tests.services._stores import location, make_shared
+from tests.services._stores import location, make_shared, worker_context
 
 pytestmark = pytest.mark.services
 
@@ -194,7 +193,7 @@ def test_pickles_by_reference_to_another_process(archive):
     archive.update({i: i for i in range(500)})
     blob = pickle.dumps(archive)
     assert len(blob) < 1000  # the location and settings, not the entries
-    context = multiprocessing.get_context("spawn")
+    context = worker_context()
     with context.Pool(2) as pool:
         from tests.services._workers import read_keys, write_range
 

@@ -11,11 +11,10 @@ processes (counted with marks the computations leave in a second archive).
 from __future__ import annotations
 
 import collections
-import multiprocessing
 
 import pytest
 
-from tests.services._stores import BACKENDS, make_shared
+from tests.services._stores import BACKENDS, make_shared, worker_context
 from tests.services._workers import memoize_all, run_in_process
 
 pytestmark = pytest.mark.services
@@ -25,7 +24,7 @@ PROCESSES = 8
 
 def _run_all(cache, marks, keys, delay):
     """Run :func:`memoize_all` in ``PROCESSES`` spawned processes started together."""
-    context = multiprocessing.get_context("spawn")
+    context = worker_context()
     queue = context.Queue()
     barrier = context.Barrier(PROCESSES)
     children = [

@@ -19,7 +19,7 @@ from sqlalchemy import event
 
 from klepto.archives import cache, sqltable_archive
 from klepto.errors import StoreConnectionError
-from tests.services._stores import make_shared
+from tests.services._stores import make_shared, worker_context
 from tests.services._workers import contend
 
 pytestmark = pytest.mark.services
@@ -82,7 +82,7 @@ def test_dump_and_load_are_batched(backend, request, monkeypatch):
 @pytest.mark.parametrize("backend", SQL_BACKENDS)
 def test_concurrent_upserts_of_the_same_keys(backend, request):
     archive = make_shared(backend, request)
-    context = multiprocessing.get_context("spawn")
+    context = worker_context()
     with context.Pool(8) as pool:
         seeds = pool.starmap(contend, [(archive, seed, 15) for seed in range(8)])
     assert seeds == list(range(8))  # no writer raised (deadlocks are retried, never seen)
