@@ -44,6 +44,11 @@ class CorruptArchiveError(CorruptionError):
     """An archive entry or an archive's own files are damaged."""
 
 
+class UndecodableError(CorruptionError, ValueError):
+    """Stored bytes a code-free serializer cannot parse: damaged, or written by another
+    serializer (a pickle planted in a store read in safe mode is refused this way)."""
+
+
 class SignatureError(CorruptionError):
     """A signed payload is unsigned, forged or tampered with; nothing was unpickled."""
 

@@ -10,15 +10,16 @@ can record ``{"serializer": "dill", "codec": "zlib"}`` in its settings and reope
 from __future__ import annotations
 
 import bz2
+import contextlib
 import json
 import lzma
 import pickle
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol, runtime_checkable
 
 from klepto._safeformat import json_bytes, register_safe_type
-from klepto.errors import require
+from klepto.errors import UndecodableError, require
 
 __all__ = [
     "Codec",
@@ -105,7 +106,8 @@ class JsonSerializer:
         return json_bytes(obj)
 
     def loads(self, data: bytes) -> Any:
-        return json.loads(data)
+        with _not_data(self.name):
+            return json.loads(data)
 
     def settings(self) -> dict[str, Any]:
         return {"serializer": self.name}
@@ -124,7 +126,21 @@ class SafeSerializer(JsonSerializer):
     def loads(self, data: bytes) -> Any:
         from klepto import _safeformat
 
-        return _safeformat.loads(data)
+        with _not_data(self.name):
+            return _safeformat.loads(data)
+
+
+@contextlib.contextmanager
+def _not_data(name: str) -> Iterator[None]:
+    """Bytes a code-free serializer cannot parse (a planted pickle, or bytes written by
+    another serializer) raise UndecodableError, a klepto CorruptionError (and ValueError),
+    not a bare UnicodeDecodeError or JSONDecodeError from deep inside the parser."""
+    try:
+        yield
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise UndecodableError(
+            f"not {name} data (damaged, or written by another serializer such as pickle): {exc}"
+        ) from exc
 
 
 class _StdlibCodec:
