@@ -9,7 +9,7 @@ Exit status: 0 ok; 1 verification failed, or the key or location was not found; 
 error (bad arguments, an operation the store's kind does not have, a migration of pickles
 without ``--trust``); 3 any other error. Errors are one line on stderr (``--debug`` adds
 the traceback). Read-only commands (info, ls, get, verify, export, tail, follow) never take
-a store's write lock.
+a store's write lock; ``salvage`` only reads its source.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from klepto import __version__
+from klepto import __version__, _cli_salvage
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_ERROR = 0, 1, 2, 3
 
@@ -116,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     follow.add_argument("--timeout", type=float, help="stop after this many idle seconds")
     follow.add_argument("--interval", type=float, default=0.2, help="poll interval (s)")
     follow.add_argument("--start", type=int, help="first record (or seq) to show; default: new")
+    _cli_salvage.add_parser(commands, common)
     demo = commands.add_parser("demo", help="run the showcase: a slow function memoized twice")
     demo.add_argument("--calls", type=int, default=20, help="calls per run (default 20)")
     demo.add_argument("--delay", type=float, default=0.05, help="seconds per computation")

@@ -33,6 +33,7 @@ from klepto._recordcreate import (
     create_file,
     format_of,
 )
+from klepto._recordsalvage import SalvageReport
 from klepto._recordscan import InvalidRecordFile
 from klepto._recordverify import VerifyReport
 from klepto._recordwriter import Writer
@@ -50,6 +51,7 @@ __all__ = [
     "RecordFileClosed",
     "RecordFileLocked",
     "RecordFileReadOnly",
+    "SalvageReport",
     "VerifyReport",
     "write_records",
 ]
@@ -268,6 +270,17 @@ class RecordFile(RecordFileBase):
             self.commit()
         finally:
             self._in_transaction = False
+
+    @staticmethod
+    def salvage(
+        source: str | os.PathLike, destination: str | os.PathLike, *, durability: str = "flush"
+    ) -> SalvageReport:
+        """Recovery mode for a damaged file: copy the longest intact prefix of whole commits
+        of ``source`` into the new file ``destination``, with a ``logging.WARNING`` naming
+        the commits and bytes dropped (never silently). Returns a :class:`SalvageReport`."""
+        from klepto._recordsalvage import salvage
+
+        return salvage(os.fspath(source), os.fspath(destination), durability=durability)
 
     @contextlib.contextmanager
     def rewrite(self, **format_options: Any) -> Iterator[RecordFile]:
