@@ -50,6 +50,7 @@ CATALOG = [
     (r"test_dir_security\.py::test_forged_entry", "E4", "dir", 1),
     (r"test_dir_security\.py::test_(?:temp_name|planted_settings|pop_of)", "E5", "dir", 1),
     (r"test_dir_security\.py::test_(?:foreign|entry_moved)", "E6", "dir", 1),
+    (r"test_decorators\.py::test_(?:e3_|unhashable_arguments)", "E3", "memo", 1),
 ]
 
 
