@@ -22,6 +22,7 @@ WORKLOADS = {
     "W6": "benchmarks.w6_records",
     "W7": "benchmarks.w7_oplog",
     "W8": "benchmarks.w8_durability",
+    "W9": "benchmarks.w9_shared",
 }
 
 
