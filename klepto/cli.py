@@ -25,24 +25,29 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_ERROR = 0, 1, 2, 3
 
 
 def _demo(args: argparse.Namespace) -> int:
+    import tempfile
+
     from klepto._demo import RunReport, run_demo
 
     def show(report: RunReport) -> None:
         print(
-            f"{report.label:<40} {report.seconds:7.3f} s   "
+            f"{report.label:<44} {report.seconds:7.3f} s   "
             f"hits={report.hits} misses={report.misses} loads={report.loads}"
         )
 
+    location = args.dir or tempfile.mkdtemp(prefix="klepto-demo-")
     print(
         f"klepto {__version__} demo: a slow function ({args.delay} s per call), "
-        f"{args.calls} calls, memoized to an archive"
+        f"{args.calls} calls per run, memoized to the directory archive {location}"
     )
-    first, second = run_demo(ncalls=args.calls, delay=args.delay, progress=show)
+    first, second = run_demo(location, ncalls=args.calls, delay=args.delay, progress=show)
     saved = first.seconds - second.seconds
     print(
         f"time saved by the archive: {saved:.3f} s "
-        f"({first.seconds / max(second.seconds, 1e-9):.0f}x faster)"
+        f"({first.seconds / max(second.seconds, 1e-9):.0f}x faster); "
+        f"the second run computed {second.misses} of {args.calls} calls"
     )
+    print(f"inspect the archive with: klepto ls {location}")
     return 0
 
 
@@ -120,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="run the showcase: a slow function memoized twice")
     demo.add_argument("--calls", type=int, default=20, help="calls per run (default 20)")
     demo.add_argument("--delay", type=float, default=0.05, help="seconds per computation")
+    demo.add_argument(
+        "--dir", default=None, help="directory archive to use (default: a new temporary one)"
+    )
     demo.set_defaults(handler=_demo, debug=False)
     return parser
 
