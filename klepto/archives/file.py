@@ -86,31 +86,35 @@ class file_archive(Archive):
         self._durability = _durability(durable, durability)
         self._repair = repair
         asked = _filesettings.requested(serialized, protocol, serializer, compression)
+        self._store = self._open_store(asked, key, compact_ratio)
+        self._compact_ratio = compact_ratio
+        self.__state__.update(
+            serialized=self._settings["serialized"], protocol=_classic_protocol(self._settings)
+        )
+
+    def _open_store(self, asked: dict, key: Any, compact_ratio: float | None) -> FileStore:
+        """Open (or create) the file, then check its settings against ``asked``."""
         signing_key = resolve_key(key)
         source = "key=..." if key is not None else f"${KEY_ENV}"
         fresh = _filesettings.resolve(None, asked, bool(signing_key))
         if not os.path.lexists(self._path):
-            _packers(fresh, signing_key, safe, source)  # refuse bad settings before creating
+            _packers(fresh, signing_key, self._safe, source)  # refuse before creating
         store = FileStore(
             self._path,
             _filesettings.encode(fresh),
             durability=self._durability,
-            strict=not repair,
+            strict=not self._repair,
             compact_ratio=compact_ratio,
         )
         try:
             stored = _filesettings.decode(store.metadata(), self._path)
             self._settings = _filesettings.resolve(stored, asked, bool(signing_key))
-            store.codec = EntryCodec(*_packers(self._settings, signing_key, safe, source))
+            store.codec = EntryCodec(*_packers(self._settings, signing_key, self._safe, source))
         except BaseException:
             store.close()
             raise
         store.settings_blob = _filesettings.encode(self._settings)
-        self._store = store
-        self._compact_ratio = compact_ratio
-        self.__state__.update(
-            serialized=self._settings["serialized"], protocol=_classic_protocol(self._settings)
-        )
+        return store
 
     # --- backend primitives ---------------------------------------------------------------
     def _get(self, key: Any) -> Any:
