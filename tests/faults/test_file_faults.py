@@ -14,8 +14,8 @@ import random
 
 import pytest
 
-from klepto import _fs
 from klepto.archives import file_archive
+from tests._io_inject import Inject
 from tests.faults._harness import small_tmpfs
 
 pytestmark = pytest.mark.faults
@@ -52,26 +52,6 @@ def test_disk_full_raises_and_keeps_data(campaign, value_size):
             archive.close()
 
 
-class FailingWrites:
-    """Makes the ``n``-th positional write, ``fdatasync``, ``fsync`` or ``os.replace`` raise EIO."""
-
-    def __init__(self, monkeypatch, n: int) -> None:
-        self.calls = 0
-        self.n = n
-        monkeypatch.setattr(_fs, "_pwrite_once", self._wrap(_fs._pwrite_once))
-        for name in ("fdatasync", "fsync", "replace"):
-            monkeypatch.setattr(os, name, self._wrap(getattr(os, name)))
-
-    def _wrap(self, real):
-        def call(*args, **kwds):
-            self.calls += 1
-            if self.calls == self.n:
-                raise OSError(errno.EIO, "injected I/O error")
-            return real(*args, **kwds)
-
-        return call
-
-
 def _run(archive, operation: str) -> None:
     if operation == "set":
         archive["x"] = 1
@@ -98,7 +78,7 @@ def test_io_errors_propagate_and_leave_a_consistent_archive(
         if operation == "update":
             after.update({i: -i for i in range(30, 60)})
         with monkeypatch.context() as patch:
-            injected = FailingWrites(patch, n)
+            injected = Inject(patch, n)
             try:
                 _run(archive, operation)
                 raised = False
@@ -111,7 +91,7 @@ def test_io_errors_propagate_and_leave_a_consistent_archive(
         archive["next"] = n
         assert file_archive(path, cached=False)["next"] == n
         archive.close()
-        if injected.calls < n:
+        if injected.count < n:
             campaign.record("D4", "file", n, 0)
             return  # a clean run: every call has failed once
     pytest.fail("the operation never completed without an injected error")

@@ -10,46 +10,20 @@ surfaces, the store reopens as before or after the operation, and the next one w
 from __future__ import annotations
 
 import errno
-import os
 import sqlite3
 
 import pytest
 
-from klepto import _fs
+from tests._io_inject import Inject
 
 pytestmark = pytest.mark.faults
 
-SYSCALLS = (
-    "write",
-    "writev",
-    "pwrite",
-    "fsync",
-    "fdatasync",
-    "replace",
-    "rename",
-    "link",
-    "unlink",
-)
 
+class FailingCalls(Inject):
+    """EIO at the n-th file-system call, also the vectored and renaming ones a directory
+    archive makes."""
 
-class FailingCalls:
-    """Makes the ``n``-th file-system call raise ``OSError(EIO)``."""
-
-    def __init__(self, patch, n: int) -> None:
-        self.calls, self.n = 0, n
-        for name in SYSCALLS:
-            if hasattr(os, name):
-                patch.setattr(os, name, self._wrap(getattr(os, name)))
-        patch.setattr(_fs, "_pwrite_once", self._wrap(_fs._pwrite_once))
-
-    def _wrap(self, real):
-        def call(*args, **kwds):
-            self.calls += 1
-            if self.calls == self.n:
-                raise OSError(errno.EIO, "injected I/O error")
-            return real(*args, **kwds)
-
-        return call
+    NAMES = (*Inject.NAMES, "writev", "pwrite", "rename")
 
 
 def _dir(where: str):
@@ -126,11 +100,11 @@ def test_io_error_at_every_call(tmp_path, monkeypatch, campaign, case):
         after_archive["next"] = n
         if _dir(where)["next"] != n:
             problems.append(f"n={n}: the next write failed")
-        if injected.calls < n:
+        if injected.count < n:
             break
     campaign.record("D4", store, n, problems)
     assert problems == []
-    assert n > 1 and injected.calls < n, "no call failed, or the operation never ran clean"
+    assert n > 1 and injected.count < n, "no call failed, or the operation never ran clean"
 
 
 # --- SQLite: a statement fails with SQLite's I/O error ----------------------------------------
