@@ -2,11 +2,11 @@
 
 A backend ("raw") archive implements a handful of primitives (``_get``, ``_set``,
 ``_delete``, ``_keys``, ``_len`` and, when it can do better than one key at a time,
-``_get_many``, ``_set_many``, ``_contains``, ``_clear``, ``_add``, ``_stored_items``); everything else -- the
-mapping API, the classic ``load/dump/sync/archived/drop/open`` no-ops that let a raw archive
-stand where a cache is expected, ``popkeys``, ``copy``, ``__asdict__``, context management and
-closing -- is here, written once, and so are the policies of
-:mod:`klepto.archives._policy` (expiry, size limit, per-key locks).
+``_get_many``, ``_set_many``, ``_contains``, ``_clear``, ``_add``, ``_stored_items``);
+everything else -- the mapping API, the classic ``load/dump/sync/archived/drop/open``
+no-ops that let a raw archive stand where a cache is expected, ``popkeys``, ``copy``,
+``__asdict__``, context management and closing -- is here, written once, and so are the
+policies of :mod:`klepto.archives._policy` (expiry, size limit, per-key locks).
 """
 
 from __future__ import annotations
