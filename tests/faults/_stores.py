@@ -140,10 +140,15 @@ class CheckpointAdapter(Adapter):
             handle.checkpoint(handle.state)
 
     def state(self, where):
-        from klepto.logs import Transactional
+        from klepto.logs import NoCheckpointError, Transactional
 
         with Transactional(where) as t:
-            return t.recover(apply=_fold)
+            try:
+                return t.recover(apply=_fold)
+            except NoCheckpointError:
+                # Killed before its first checkpoint: a valid empty store, which recovers
+                # with create= (and whose log, if any, is replayed on that state).
+                return t.recover(create=dict, apply=_fold)
 
     def paths(self, where):
         return [where, where + ".log"] + [where + s for s in (".idx", ".lock", ".klepto-locks")]
