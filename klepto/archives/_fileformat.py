@@ -87,6 +87,9 @@ class EntryCodec:
         # A serializer that runs no code may also change what it stores (json turns a
         # tuple into a list): such keys must come back as themselves, or be refused.
         self._check_keys = not packer.serializer.executes_code
+        # Unsigned pickles are read straight from the record (see _unpack).
+        self._fast = packer.key is None and packer.serializer.name in _BUFFER_LOADERS
+        self._loads = packer.serializer.loads
 
     def set_record(self, digest: bytes, key: Any, value: Any) -> list[bytes]:
         """The set record for ``key`` as parts: its 21-byte head, then the envelopes (kept
@@ -115,6 +118,18 @@ class EntryCodec:
         if start > len(record):
             raise CorruptArchiveError("set record truncated", **where)
         return digest, view[_SET_HEAD.size : start], view[start:]
+
+    def fast_value(self, record: Any, digest: bytes, path: str, offset: int, key: Any) -> Any:
+        """:meth:`value` for the read path: the common case in one step; anything unusual
+        (a signed, compressed or damaged record) goes through :meth:`value`."""
+        if len(record) >= _SET_HEAD.size and self._fast:
+            kind, stored, key_length = _SET_HEAD.unpack_from(record)
+            start = _SET_HEAD.size + key_length
+            if kind in (SET, REPLACE) and stored == digest and record[start : start + 4] == _PLAIN:
+                payload = self._loads(memoryview(record)[start + _ENVELOPE_HEAD :])
+                if type(payload) is tuple and len(payload) == 2 and payload[0] == digest.hex():
+                    return payload[1]
+        return self.value(record, digest, {"path": path, "offset": offset or None, "key": key})
 
     def value(self, record: Any, digest: bytes, where: dict) -> Any:
         """The value in a set record that must belong to ``digest``."""
@@ -148,7 +163,7 @@ class EntryCodec:
         return key, self._bound_value(value_envelope, digest, {**where, "key": key})
 
 
-_PLAIN_ENVELOPE = b"KV\x01\x00"  # magic, version 1, no flags: unsigned and uncompressed
+_PLAIN = _PLAIN_ENVELOPE = b"KV\x01\x00"  # magic, version 1, no flags: plain envelope
 _ENVELOPE_HEAD = 8
 _BUFFER_LOADERS = ("dill", "pickle")  # read straight from a memoryview (no copy)
 

@@ -21,6 +21,7 @@ import logging
 import os
 from typing import Any
 
+from klepto._recordfollow import read_record
 from klepto._recordscan import InvalidRecordFile
 from klepto._recordshare import Change, SharedRecordFile, commit_point_of, frame_offset
 from klepto.archives import _fileformat as fmt
@@ -101,11 +102,10 @@ class FileStore:
         number, offset = found
         main = self.main
         try:
-            record = main.record_in_frame(number, offset) if offset else main[number]
+            record = read_record(main, number, offset) if offset else main[number]
         except CorruptionError as exc:
             raise _archive_error(exc, self.path, f"record {number}", key) from exc
-        where = {"path": self.path, "offset": offset or None, "key": key}
-        return self.codec.value(record, digest, where)
+        return self.codec.fast_value(record, digest, self.path, offset, key)
 
     def _apply(self, change: Change) -> None:
         if change.replaced:

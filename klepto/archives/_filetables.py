@@ -103,8 +103,8 @@ class IndexFile:
 
     def _table(self, records: SharedRecordFile, number: int) -> Table:
         table = self._tables.get(number)
-        if table is None:
-            table = Table.decode(records[number])
+        if table is None:  # one read, no copies but the arrays' own
+            table = Table.decode(records.record_in_frame(number, records.frame_of(number)))
         return table
 
     def _open(self, *, create: bool) -> SharedRecordFile:
