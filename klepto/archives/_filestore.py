@@ -62,6 +62,7 @@ class FileStore:
         self.index = KeyIndex()
         self._depth = 0
         self._flush_failed_at = -1
+        self._others_write = False
         self._compact_failed_at = 0
         try:
             self._load()
@@ -81,16 +82,19 @@ class FileStore:
             index.reset(list(saved.tables), saved.covered, saved.live, saved.dead)
         self._replay(index.covered, self.main.committed_count)
 
-    def sync(self) -> None:
-        """Apply what other processes committed since this object last looked."""
+    def sync(self) -> bool:
+        """Apply what other processes committed since this object last looked (True if
+        there was anything)."""
         try:
             change = self.main.poll()
         except CorruptionError as exc:
             raise _archive_error(exc, self.path, "the latest commits") from exc
-        if change is not None:
-            self._apply(change)
-            if len(self.index.recent) >= ADOPT_AT:
-                self._adopt()
+        if change is None:
+            return False
+        self._apply(change)
+        if len(self.index.recent) >= ADOPT_AT:
+            self._adopt()
+        return True
 
     def get(self, key: Any) -> Any:
         """The value of ``key`` as of now (``KeyError`` if absent): the read path, flat."""
@@ -353,7 +357,9 @@ class _Turn:
         if store._depth:
             store._depth += 1
             return
-        store.sync()  # catch up before taking the lock: the turn then has little to read
+        # Catch up before taking the lock (the turn then has less to read), but only while
+        # other processes are writing: alone, the turn's own check is enough.
+        polled = store._others_write and store.sync()
         main = store.main
         try:
             change = main.start_turn()
@@ -361,6 +367,7 @@ class _Turn:
             raise
         except CorruptionError as exc:
             raise _archive_error(exc, store.path, "the latest commits") from exc
+        store._others_write = polled or change is not None
         try:
             if change is not None:
                 store._apply(change)
