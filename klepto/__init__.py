@@ -12,6 +12,8 @@ from klepto._about import CITATION as _CITATION
 from klepto._about import __author__, __license__, __version__
 from klepto._cache import inf_cache, lfu_cache, lru_cache, mru_cache, no_cache, rr_cache
 from klepto._inspect import NULL, _keygen, isvalid, keygen, signature, strip_markup, validate
+from klepto._memolog import log_calls
+from klepto._typing import Memoized
 
 
 def license() -> None:

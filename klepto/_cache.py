@@ -4,6 +4,11 @@
 purge=False)`` and friends are classes; an instance is a decorator, and one instance applied
 to two functions shares one cache object between them (as in classic klepto). Each class only
 chooses an eviction policy; ``klepto.safe`` subclasses choose the forgiving variant.
+
+Keyword-only options beyond classic klepto (docs/features.rst), all off or neutral by
+default: ``ttl`` and ``timer`` (expiry), ``getsizeof`` (``maxsize`` bounds a total size),
+``stampede`` (concurrent callers of a missing key compute it once; on by default, with no
+cost on a hit) and ``version`` (a version, or ``'code'``, in every key).
 """
 
 from __future__ import annotations
@@ -11,11 +16,19 @@ from __future__ import annotations
 import functools
 import numbers
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, overload
 
-from klepto._memoize import Memo, NoCacheMemo, memoize
+from klepto._memoize import Memo, NoCacheMemo
+from klepto._memolog import call_logger
 from klepto._policies import get_policy
+from klepto._stampede import check_mode
+from klepto._wrappers import memoize
 from klepto.tools import CacheInfo
+
+if TYPE_CHECKING:
+    from klepto._typing import Memoized, P, R
+
+_T = TypeVar("_T")
 
 __all__ = [
     "CacheInfo",
@@ -29,14 +42,14 @@ __all__ = [
 ]
 
 
-class Counter(dict):
+class Counter(dict):  # type: ignore[type-arg]
     """A dict whose missing keys read as 0."""
 
     def __missing__(self, key: Any) -> int:
         return 0
 
 
-def _normalise_ignore(ignore: Any) -> tuple:
+def _normalise_ignore(ignore: Any) -> tuple[Any, ...]:
     if ignore is None:
         return ()
     if isinstance(ignore, (str, numbers.Integral)):
@@ -54,7 +67,7 @@ def _check_maxsize(maxsize: Any) -> int | None:
     return int(maxsize)
 
 
-def _rounder(tol: Any, deep: bool) -> Callable | None:
+def _rounder(tol: Any, deep: bool) -> Callable[..., Any] | None:
     if tol is None:
         return None
     from klepto.rounding import deep_round_factory, simple_round_factory
@@ -96,9 +109,23 @@ class _CacheDecorator:
         tol: Any = None,
         deep: bool = False,
         purge: bool = False,
+        *,
+        ttl: float | None = None,
+        timer: Callable[[], float] | None = None,
+        getsizeof: Callable[[Any], int] | None = None,
+        stampede: bool | str = True,
+        version: Any = None,
     ) -> None:
         maxsize = self.forced.get("maxsize", maxsize)
         purge = self.forced.get("purge", purge)
+        #: The options beyond classic klepto (``__state__`` keeps the classic keys only).
+        self.__options__: dict[str, Any] = {
+            "ttl": ttl,
+            "timer": timer,
+            "getsizeof": getsizeof,
+            "stampede": check_mode(stampede),
+            "version": version,
+        }
         self.__state__ = {
             "maxsize": _check_maxsize(maxsize),
             "cache": _make_cache(cache),
@@ -115,37 +142,78 @@ class _CacheDecorator:
 
         return keymaps.stringmap(flat=False) if self.safe else keymaps.stablemap()
 
+    @overload
+    def __call__(self, user_function: classmethod[_T, P, R]) -> classmethod[_T, P, R]: ...
+
+    @overload
+    def __call__(self, user_function: staticmethod[P, R]) -> staticmethod[P, R]: ...
+
+    @overload
+    def __call__(self, user_function: Callable[P, R]) -> Memoized[P, R]: ...
+
     def __call__(self, user_function: Any) -> Any:
         if isinstance(user_function, (classmethod, staticmethod)):
             return type(user_function)(self(user_function.__func__))
         if not callable(user_function):
             raise TypeError(f"cannot memoize a non-callable {user_function!r}")
-        state = self.__state__
-        memo_class = NoCacheMemo if self.policy == "no" else Memo
-        memo = memo_class(
-            user_function,
-            cache=state["cache"],
-            policy=get_policy(self.policy, state["maxsize"]),
-            keymap=state["keymap"],
-            ignore=state["ignore"],
-            rounder=state["roundargs"],
-            maxsize=state["maxsize"],
-            purge=state["purge"],
-            safe=self.safe,
-        )
-        return memoize(memo)
+        return memoize(self._memo(user_function))
+
+    def _memo(self, user_function: Callable[..., Any]) -> Memo:
+        state, options = self.__state__, self.__options__
+        getsizeof = options["getsizeof"]
+        # A size-bounded cache's LFU batch is counted in entries, not in units of size.
+        policy = get_policy(self.policy, None if getsizeof else state["maxsize"])
+        kwds: dict[str, Any] = {
+            "cache": state["cache"],
+            "policy": policy,
+            "keymap": state["keymap"],
+            "ignore": state["ignore"],
+            "rounder": state["roundargs"],
+            "maxsize": state["maxsize"],
+            "purge": state["purge"],
+            "safe": self.safe,
+            "ttl": options["ttl"],
+            "timer": options["timer"],
+            "stampede": options["stampede"],
+            "version": options["version"],
+            "log": call_logger(),
+        }
+        if self.policy == "no":
+            return NoCacheMemo(user_function, **kwds)
+        if getsizeof is not None and state["maxsize"] is not None:
+            from klepto._memo_size import SizedMemo
+
+            return SizedMemo(user_function, getsizeof=getsizeof, **kwds)
+        return Memo(user_function, **kwds)
 
     def __get__(self, obj: Any, objtype: Any = None) -> Callable[..., Any]:
         return functools.partial(self.__call__, obj)
 
-    def __reduce__(self) -> tuple:
+    def __reduce__(self) -> tuple[Any, ...]:
         state = self.__state__
         args = (state["maxsize"], state["cache"], state["keymap"], state["ignore"])
-        return (type(self), (*args, state["tol"], state["deep"], state["purge"]))
+        args += (state["tol"], state["deep"], state["purge"])
+        options = {k: v for k, v in self.__options__.items() if v != _DEFAULT_OPTIONS[k]}
+        if not options:
+            return (type(self), args)
+        return (_rebuild, (type(self), args, options))
 
     def __repr__(self) -> str:
         state = self.__state__
         return f"{type(self).__name__}(maxsize={state['maxsize']!r}, keymap={state['keymap']!r})"
+
+
+_DEFAULT_OPTIONS: dict[str, Any] = {
+    "ttl": None,
+    "timer": None,
+    "getsizeof": None,
+    "stampede": True,
+    "version": None,
+}
+
+
+def _rebuild(cls: type, args: tuple[Any, ...], options: dict[str, Any]) -> Any:
+    return cls(*args, **options)
 
 
 def _make_cache(cache: Any) -> Any:

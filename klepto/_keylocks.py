@@ -95,7 +95,10 @@ class FileKeyLocks:
 
     def _whole_file(self) -> InterProcessLock:
         if self._whole is None:
-            self._whole = InterProcessLock(self.path, mode=self.mode)
+            # Owned by the object, not a thread: an async caller enters and leaves the lock
+            # in different worker threads. Threads of this process are kept apart per key
+            # by ``_threads``; different keys may share the hold.
+            self._whole = InterProcessLock(self.path, mode=self.mode, thread_local=False)
         return self._whole
 
     def remove(self) -> None:
