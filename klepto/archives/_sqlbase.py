@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import Any, ClassVar
 
 from klepto.archives._base import Archive
-from klepto.archives._expiry import MISSING
+from klepto.archives._expiry import MISSING, Expiring, live_value
 
 __all__ = ["SqlArchive"]
 
@@ -173,7 +173,12 @@ class SqlArchive(Archive):
     def __getitem__(self, key: Any) -> Any:
         if self._closed:  # the base class's checks, inlined: this is the hottest path of all
             self._check_open()
-        return self._get(key)
+        value = self._get(key)
+        if type(value) is Expiring:  # an expiring entry (klepto.archives._policy)
+            value = live_value(value, self._timer())
+            if value is MISSING:
+                raise KeyError(key)
+        return value
 
     def _get(self, key: Any) -> Any:
         if self._codec is None:
