@@ -32,7 +32,7 @@ class SizedMemo(Memo):
         self.sizes: dict[Hashable, int] = {}
         self.currsize = 0
 
-    def _store(self, key: Hashable, result: Any, outcome: int) -> None:
+    def _store(self, key: Hashable, result: Any, outcome: int, slot: bool = False) -> None:
         self._acquire()
         try:
             if self.ttl is None:
@@ -40,8 +40,11 @@ class SizedMemo(Memo):
             else:
                 self._write_expiring(key, result)
             self._admit(key, outcome)
-            self._land(key, result)
+            if self._inflight:
+                self._land(key)
         finally:
+            if slot:
+                self._land_slot()
             self._release()
 
     def _admit(self, key: Hashable, outcome: int) -> None:

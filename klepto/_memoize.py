@@ -294,6 +294,12 @@ class Memo:
         if maxsize is not None and len(self.cache) > maxsize:
             self._evict(maxsize)
 
+    def _land_slot(self) -> None:
+        """Under the lock: free the leader's slot; wake the waiters (see _store)."""
+        self._leading = NOBODY
+        if self._waiters:
+            self.flights.ready.notify_all()  # type: ignore[union-attr]
+
     def _land(self, key: Hashable) -> None:
         """Under the lock: end ``key``'s flight, if any; wake the waiters."""
         inflight = self._inflight

@@ -132,13 +132,18 @@ class ArchivePolicies:
 
     # Size accounting, for backends that support ``size_limit``.
     def _entry_sizes(self) -> Iterable[tuple[Any, int, Any]]:
-        """``(written, size, handle)`` for every entry: when it was written (any orderable),
-        the bytes it takes, and what :meth:`_evict_entry` needs to delete it."""
+        """``(written, size, handle)`` for every entry: when it was written (any orderable;
+        None if the backend cannot tell), the bytes it takes, and what :meth:`_evict_entry`
+        needs to delete it."""
         raise NotImplementedError
 
     def _entry_size(self, key: Any) -> int | None:
         """The bytes ``key``'s entry takes, if that is cheap to tell (None: estimate it)."""
         return None
+
+    def _entry_handle(self, key: Any) -> Any:
+        """The handle :meth:`_entry_sizes` reports for ``key``'s entry."""
+        return key
 
     def _evict_entry(self, handle: Any) -> None:
         """Delete the entry ``handle`` names (a key, unless the backend says otherwise)."""

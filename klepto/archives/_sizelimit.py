@@ -10,6 +10,9 @@ the next measurement is many writes away, so the cost per write stays constant.
 
 Writers in other processes are seen at the next measurement; between measurements an
 archive shared by several writers can exceed its limit by what the others wrote meanwhile.
+A backend whose entries have no write time (SQL rows) reports ``None``: the entries this
+archive object did not write go first (in the backend's order), then its own writes,
+oldest first.
 Evictions are logged at INFO (one line per pass) and DEBUG (one per entry).
 """
 
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any, Protocol
 
@@ -28,12 +32,18 @@ LOW_WATER = 0.9
 logger = logging.getLogger("klepto.archives")
 
 
+#: How many of its own writes an archive object remembers, for backends without write times.
+RECENT_WRITES = 100_000
+
+
 class SizedArchive(Protocol):
     """What an archive provides for size accounting (see :class:`~klepto.archives.Archive`)."""
 
     def _entry_sizes(self) -> Iterable[tuple[Any, int, Any]]: ...
 
     def _entry_size(self, key: Any) -> int | None: ...
+
+    def _entry_handle(self, key: Any) -> Any: ...
 
     def _evict_entry(self, handle: Any) -> None: ...
 
@@ -48,10 +58,17 @@ class SizeLimit:
         self._estimate: float | None = None  # None: not measured yet
         self._average = 0.0
         self._guard = threading.Lock()
+        # This object's own writes, oldest first: the write order of a backend that has none.
+        self._recent: OrderedDict[Any, None] = OrderedDict()
 
     def wrote(self, archive: SizedArchive, key: Any, name: str) -> None:
         """Account for a write of ``key``; measure and evict when the budget may be spent."""
         with self._guard:
+            recent, handle = self._recent, archive._entry_handle(key)
+            recent[handle] = None
+            recent.move_to_end(handle)
+            if len(recent) > RECENT_WRITES:
+                recent.popitem(last=False)
             if self._estimate is not None:
                 size = archive._entry_size(key)
                 self._estimate += self._average if size is None else size
@@ -60,7 +77,12 @@ class SizeLimit:
             self._enforce(archive, name)
 
     def _enforce(self, archive: SizedArchive, name: str) -> None:
-        entries = sorted(archive._entry_sizes(), key=_written)
+        entries = list(archive._entry_sizes())
+        if any(written is None for written, _, _ in entries):
+            # No write times: entries this object did not write are older than its own.
+            rank = {handle: order for order, handle in enumerate(self._recent)}
+            entries = [(rank.get(handle, -1), size, handle) for _, size, handle in entries]
+        entries.sort(key=_written)
         total = sum(size for _, size, _ in entries)
         self._average = total / len(entries) if entries else 0.0
         if total > self.limit:

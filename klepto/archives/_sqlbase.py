@@ -321,11 +321,15 @@ class SqlArchive(Archive):
 
     # --- size accounting and locks (see klepto.archives._policy) ---------------------------
     def _entry_sizes(self) -> list[tuple[Any, int, str]]:
-        """``(row order, bytes, kdigest)`` of every row (SQLite: rowid, the first write)."""
+        """``(None, bytes, kdigest)`` of every row: rows have no write time."""
         from klepto.archives._sqlsize import entry_sizes
 
         schema, _, _ = self._ready()
-        return entry_sizes(self._connector, schema)
+        return entry_sizes(self._connector, schema)  # type: ignore[return-value]
+
+    def _entry_handle(self, key: Any) -> str:
+        _, codec, _ = self._ready()
+        return codec.digest(key)  # type: ignore[no-any-return]
 
     def _evict_entry(self, handle: Any) -> None:
         schema, _, _ = self._ready()

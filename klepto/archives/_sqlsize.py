@@ -1,8 +1,8 @@
 """Size accounting of SQL archives for ``size_limit``: the stored bytes of every row.
 
-A row's size is ``length(kbytes) + length(vbytes)``. Rows have no write time, so eviction
-goes by row order: on SQLite the ``rowid``, which is the order keys were *first* written (an
-upsert keeps a key's row); on servers the primary key, an arbitrary but stable order.
+A row's size is ``length(kbytes) + length(vbytes)``. Rows have no write time: the sizes
+come without one (``None``), and ``size_limit`` evicts the rows this archive object did not
+write first, then its own writes, oldest first (:mod:`klepto.archives._sizelimit`).
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ __all__ = ["entry_sizes"]
 _COMPILED: dict[tuple[str, str], Any] = {}
 
 
-def entry_sizes(connector: Connector, schema: Schema) -> list[tuple[Any, int, str]]:
-    """``(row order, bytes, kdigest)`` for every row of ``schema``'s table."""
+def entry_sizes(connector: Connector, schema: Schema) -> list[tuple[None, int, str]]:
+    """``(None, bytes, kdigest)`` for every row of ``schema``'s table, in primary-key order."""
     statement = _statement(schema)
     rows = connector.fetch(statement, rows=True)
-    return [(order, int(size or 0), digest) for order, (digest, size) in enumerate(rows)]
+    return [(None, int(size or 0), digest) for digest, size in rows]
 
 
 def _statement(schema: Schema) -> Any:
@@ -32,7 +32,6 @@ def _statement(schema: Schema) -> Any:
     if compiled is None:
         data = schema.data
         size = sa.func.length(data.c.kbytes) + sa.func.length(data.c.vbytes)
-        order = sa.literal_column("rowid") if schema.dialect.name == "sqlite" else data.c.kdigest
-        statement = sa.select(data.c.kdigest, size).order_by(order)
+        statement = sa.select(data.c.kdigest, size).order_by(data.c.kdigest)
         compiled = _COMPILED[cache_key] = schema.compile(statement)
     return compiled

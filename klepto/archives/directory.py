@@ -309,6 +309,9 @@ class dir_archive(Archive):
         except FileNotFoundError:
             return None
 
+    def _entry_handle(self, key: Any) -> str:
+        return self._locate(key)[1]
+
     def _evict_entry(self, handle: Any) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(handle)
