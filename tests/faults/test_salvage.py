@@ -57,7 +57,7 @@ def salvage_trial(tmp_path: Path, plan: Plan, data: bytes, caplog, name: str) ->
     return "prefix" if warned and not report.complete else "SILENT"
 
 
-@pytest.mark.parametrize("trials", [40, pytest.param(200, marks=[pytest.mark.full])])
+@pytest.mark.parametrize("trials", [24, pytest.param(200, marks=[pytest.mark.full])])
 def test_salvage_keeps_a_whole_commit_prefix(tmp_path, source, caplog, campaign, trials):
     plan, data = source
     rng = random.Random(trials)
