@@ -49,7 +49,7 @@ class Plan:
     def __init__(
         self,
         params: list[inspect.Parameter],
-        ignored: set,
+        ignored: set[Any],
         keep_surplus: bool = True,
         keep_extras: bool = True,
         name: str = "function",
@@ -85,7 +85,7 @@ class Plan:
         self._args_only = self._args_only and not self._surplus_ignored
         self._by_keyword = _keyword_tails(positional, self._positions) if simple else {}
 
-    def __call__(self, args: tuple, kwds: dict) -> tuple:
+    def __call__(self, args: tuple[Any, ...], kwds: dict[Any, Any]) -> tuple:
         if not kwds:
             if len(args) == self.fast_arity or self._args_only:
                 return args
@@ -99,7 +99,7 @@ class Plan:
                     pass  # some other keyword: bind properly
         return self._bind(args, kwds)
 
-    def _bind(self, args: tuple, kwds: dict) -> tuple:
+    def _bind(self, args: tuple[Any, ...], kwds: dict[Any, Any]) -> tuple:
         nparams, nargs = self.nparams, len(args)
         values = list(self._defaults)
         values[: min(nargs, nparams)] = args[:nparams]
@@ -131,7 +131,7 @@ class Plan:
             key += (KWDS, *_flatten_sorted(extras))
         return key
 
-    def _check_required(self, values: list, kwonly: dict) -> None:
+    def _check_required(self, values: list[Any], kwonly: dict[Any, Any]) -> None:
         for index, name in self._required:
             if values[index] is MISSING:
                 raise TypeError(f"{self.name}() missing required argument {name!r}")
@@ -139,7 +139,7 @@ class Plan:
             if kwonly[name] is MISSING:
                 raise TypeError(f"{self.name}() missing required keyword argument {name!r}")
 
-    def _surplus(self, args: tuple) -> tuple:
+    def _surplus(self, args: tuple[Any, ...]) -> tuple:
         surplus = args[self.nparams :]
         ignored = self._surplus_ignored
         if not ignored:
@@ -152,7 +152,7 @@ class Plan:
         return f"<Plan nparams={self.nparams} fast_arity={self.fast_arity}>"
 
 
-def _keyword_tails(positional: list, positions: dict) -> dict[int, tuple[str, ...]]:
+def _keyword_tails(positional: list[Any], positions: dict[Any, Any]) -> dict[int, tuple[str, ...]]:
     """For ``n`` positional args, the names the remaining parameters take as keywords."""
     tails = {}
     for nargs in range(len(positional)):
@@ -162,17 +162,17 @@ def _keyword_tails(positional: list, positions: dict) -> dict[int, tuple[str, ..
     return tails
 
 
-def _flatten_sorted(extras: dict) -> list:
-    flat: list = []
+def _flatten_sorted(extras: dict[Any, Any]) -> list[Any]:
+    flat: list[Any] = []
     for name in sorted(extras):
         flat += (name, extras[name])
     return flat
 
 
-def _split_ignore(ignore: Any) -> tuple[set, bool, bool]:
+def _split_ignore(ignore: Any) -> tuple[set[Any], bool, bool]:
     if isinstance(ignore, (str, numbers.Integral)):
         ignore = (ignore,)
-    ignored: set = set()
+    ignored: set[Any] = set()
     keep_surplus = keep_extras = True
     for item in ignore or ():
         if item == "*":
@@ -186,7 +186,7 @@ def _split_ignore(ignore: Any) -> tuple[set, bool, bool]:
     return ignored, keep_surplus, keep_extras
 
 
-def parameters(func: Callable) -> list[inspect.Parameter] | None:
+def parameters(func: Callable[..., Any]) -> list[inspect.Parameter] | None:
     """The parameters of ``func`` (partials and bound methods resolved), or None if unknown."""
     try:
         return list(inspect.signature(func).parameters.values())
@@ -194,7 +194,7 @@ def parameters(func: Callable) -> list[inspect.Parameter] | None:
         return None
 
 
-def plan_call(func: Callable, ignore: Iterable | str | int = ()) -> Plan:
+def plan_call(func: Callable[..., Any], ignore: Iterable[Any] | str | int = ()) -> Plan:
     """The binding plan for calls of ``func``, leaving the ``ignore``-d parameters out.
 
     ``ignore`` holds parameter names and positions, ``'*'`` (drop surplus positional

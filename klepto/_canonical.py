@@ -84,7 +84,7 @@ def freeze(value: Any) -> Any:
     return value
 
 
-def freeze_items(values: Any) -> list:
+def freeze_items(values: Any) -> list[Any]:
     """``[freeze(v) for v in values]``, with atomic values and lists of them inline.
 
     This is the memoizer's path for every call with list arguments, so it avoids a Python
@@ -106,13 +106,13 @@ def freeze_items(values: Any) -> list:
     return out
 
 
-def _freeze_tuple(value: tuple) -> tuple:
+def _freeze_tuple(value: tuple[Any, ...]) -> tuple:
     frozen = freeze_items(value)
     # A hashable tuple is its own frozen form: keep it (callers test freezing by identity).
     return value if all(map(operator.is_, frozen, value)) else tuple(frozen)
 
 
-def _freeze_list(value: list) -> tuple:
+def _freeze_list(value: list[Any]) -> tuple[Any, ...]:
     atomic = _ATOMIC
     out = [LIST]
     for item in value:
@@ -120,15 +120,15 @@ def _freeze_list(value: list) -> tuple:
     return tuple(out)
 
 
-def _freeze_dict(value: dict) -> tuple:
+def _freeze_dict(value: dict[Any, Any]) -> tuple[Any, ...]:
     return (DICT, frozenset(zip(freeze_items(value), freeze_items(value.values()))))
 
 
-def _freeze_set(value: Any) -> frozenset:
+def _freeze_set(value: Any) -> frozenset[Any]:
     return frozenset(freeze_items(value))
 
 
-def _freeze_frozenset(value: frozenset) -> frozenset:
+def _freeze_frozenset(value: frozenset[Any]) -> frozenset:
     frozen = freeze_items(value)
     return value if all(map(operator.is_, frozen, value)) else frozenset(frozen)
 
@@ -161,7 +161,7 @@ def _freeze_other(value: Any) -> Any:
     )
 
 
-def _dataclass_fields(value: Any, convert: Callable[[Any], Any]) -> tuple:
+def _dataclass_fields(value: Any, convert: Callable[[Any], Any]) -> tuple[Any, ...]:
     return tuple(
         (f.name, convert(getattr(value, f.name))) for f in dataclasses.fields(value) if f.compare
     )
@@ -172,7 +172,7 @@ def _is_ndarray(value: Any) -> bool:
     return kind.__module__ == "numpy" and kind.__name__ == "ndarray"
 
 
-def _freeze_array(array: Any) -> tuple:
+def _freeze_array(array: Any) -> tuple[Any, ...]:
     if array.dtype.hasobject:
         raise TypeError("cannot use a numpy array of Python objects as a cache key")
     contiguous = array.tobytes(order="C")
@@ -317,7 +317,7 @@ def _encode_numpy(value: Any, out: bytearray) -> None:
         _encode_subclass_or_fail(value, out)
 
 
-def _freeze_dataclass(value: Any) -> tuple:
+def _freeze_dataclass(value: Any) -> tuple[Any, ...]:
     return (OBJECT, _qualified_name(type(value)), *_dataclass_fields(value, freeze))
 
 

@@ -45,7 +45,7 @@ class CaptureFile:
 
     def __init__(
         self,
-        file_name: str | os.PathLike,
+        file_name: str | os.PathLike[str],
         to_write: bool = False,
         initial_metadata: bytes | None = None,
         force_new_empty_file: bool = False,

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from klepto._cli_output import emit_json
 
 __all__ = ["add_parser", "salvage"]
 
 
-def add_parser(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def add_parser(commands: argparse._SubParsersAction[Any], common: argparse.ArgumentParser) -> None:
     parser = commands.add_parser(
         "salvage",
         parents=[common],

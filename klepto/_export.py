@@ -26,7 +26,7 @@ def _float(obj: float) -> Any:
     return obj if math.isfinite(obj) else {"$float": repr(obj)}
 
 
-def _dict(obj: dict) -> Any:
+def _dict(obj: dict[Any, Any]) -> Any:
     if all(isinstance(key, str) for key in obj):
         return {key: jsonable(value) for key, value in obj.items()}
     return {"$items": [[jsonable(k), jsonable(v)] for k, v in obj.items()]}

@@ -21,7 +21,7 @@ from klepto.errors import LockedError
 FILE_MODE = 0o600
 DIR_MODE = 0o700
 TEMP_PREFIX = ".klepto-tmp-"
-PathLike = str | os.PathLike
+PathLike = str | os.PathLike[str]
 
 
 _NO_DIR_SYNC = {errno.EINVAL, errno.ENOTSUP, errno.EBADF}

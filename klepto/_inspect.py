@@ -43,7 +43,7 @@ class _Null:
     def __copy__(self) -> _Null:
         return self
 
-    def __deepcopy__(self, memo: dict) -> _Null:
+    def __deepcopy__(self, memo: dict[Any, Any]) -> _Null:
         return self
 
 
@@ -73,13 +73,13 @@ class _Resolved(NamedTuple):
 
     spec: _FunctionSpec
     bound: bool  # the first positional parameter is taken (method self, class instance)
-    fixed_args: tuple  # positionals supplied by partials, innermost first
+    fixed_args: tuple[Any, ...]  # positionals supplied by partials, innermost first
     fixed_kwds: dict[str, Any]  # keywords supplied by partials, outer ones winning
 
 
 # id(function) -> (weak reference, code, defaults, kwdefaults, spec). Keyed by id rather than
 # by a WeakKeyDictionary because this lookup runs on every memoized call.
-_SPEC_CACHE: dict[int, tuple] = {}
+_SPEC_CACHE: dict[int, tuple[Any, ...]] = {}
 
 
 def _build_spec(function: FunctionType) -> _FunctionSpec:
@@ -120,7 +120,7 @@ def _function_spec(function: FunctionType) -> _FunctionSpec:
     spec = _build_spec(function)
     key = id(function)
 
-    def forget(reference: weakref.ref) -> None:
+    def forget(reference: weakref.ref[Any]) -> None:
         if _SPEC_CACHE.get(key, (None,))[0] is reference:
             del _SPEC_CACHE[key]
 
@@ -158,7 +158,7 @@ def _resolve(func: Any) -> _Resolved:
     base = _base_function(target)
     if base is None:
         raise _NotInspectable(f"{func!r} {_NOT_PYTHON}")
-    fixed_args: tuple = ()
+    fixed_args: tuple[Any, ...] = ()
     fixed_kwds: dict[str, Any] = {}
     for layer in reversed(layers):  # partial(partial(f, 1), 2) calls f(1, 2)
         fixed_args += layer.args
@@ -197,7 +197,7 @@ def _apply_partial(resolved: _Resolved, markup: bool) -> tuple[tuple[str, ...], 
 
 def signature(
     func: Callable[..., Any], variadic: bool = True, markup: bool = True, safe: bool = False
-) -> tuple:
+) -> tuple[Any, ...]:
     """Return ``(names, defaults, varargs, varkw)`` of ``func`` (``(names, defaults)`` if not
     ``variadic``).
 
@@ -219,7 +219,7 @@ def signature(
     return names, defaults, resolved.spec.varargs, resolved.spec.varkw
 
 
-def strip_markup(names: Iterable[str] | None, defaults: dict | None) -> tuple:
+def strip_markup(names: Iterable[str] | None, defaults: dict[Any, Any] | None) -> tuple[Any, ...]:
     """Remove the ``'!'`` markup of ``signature``: unmark names, drop ``'!'`` defaults."""
     if names is not None:
         names = tuple(name.lstrip("!") for name in names)
@@ -297,8 +297,8 @@ def isvalid(func: Callable[..., Any], /, *args: Any, **kwds: Any) -> bool:
 class _Mask(NamedTuple):
     """An ``ignore`` specification split into its kinds."""
 
-    names: frozenset
-    positions: frozenset
+    names: frozenset[Any]
+    positions: frozenset[Any]
     star: bool  # '*': drop surplus varargs
     double_star: bool  # '**': drop keywords that are not parameters
 
@@ -331,7 +331,7 @@ def _ignore_mask(ignored: Any) -> _Mask | None:
         return _build_mask(ignored)
 
 
-def _key_signature(func: Any) -> tuple[tuple[str, ...], dict, tuple[str, ...]] | None:
+def _key_signature(func: Any) -> tuple[tuple[str, ...], dict[Any, Any], tuple[str, ...]] | None:
     """Return ``(names, defaults, keyword_only)`` as ``_keygen`` needs them, or None."""
     kind = type(func)
     if kind is FunctionType:  # the common case: no partial, no binding
@@ -350,7 +350,7 @@ def _key_signature(func: Any) -> tuple[tuple[str, ...], dict, tuple[str, ...]] |
     return names, defaults, resolved.spec.keyword_only
 
 
-def _is_method_call(func: Any, args: tuple) -> bool:
+def _is_method_call(func: Any, args: tuple[Any, ...]) -> bool:
     """True if ``args[0]`` is an instance whose attribute ``func.__name__`` is bound to it."""
     if type(func) is not FunctionType or not args:
         return False
@@ -358,7 +358,7 @@ def _is_method_call(func: Any, args: tuple) -> bool:
     return getattr(attribute, "__self__", None) is args[0]
 
 
-def _masked_names(mask: _Mask, names: tuple[str, ...]) -> tuple[set, set]:
+def _masked_names(mask: _Mask, names: tuple[str, ...]) -> tuple[set[Any], set]:
     """Cross-reference ignored names and positions over the parameter list."""
     ignored_names, positions = set(mask.names), set(mask.positions)
     for index, name in enumerate(names):
@@ -370,8 +370,8 @@ def _masked_names(mask: _Mask, names: tuple[str, ...]) -> tuple[set, set]:
 
 
 def _masked_key(
-    func: Any, mask: _Mask, signature_: tuple, args: tuple, kwds: dict
-) -> tuple[tuple, dict]:
+    func: Any, mask: _Mask, signature_: tuple[Any, ...], args: tuple, kwds: dict[Any, Any]
+) -> tuple[tuple[Any, ...], dict[Any, Any]]:
     """The ``_keygen`` algorithm when some arguments are ignored."""
     names, defaults, keyword_only = signature_
     out = {**defaults, **kwds}
@@ -402,7 +402,7 @@ def _masked_key(
 
 def _keygen(
     func: Callable[..., Any], ignored: Any, /, *args: Any, **kwds: Any
-) -> tuple[tuple, dict]:
+) -> tuple[tuple[Any, ...], dict[Any, Any]]:
     """Normalise a call to ``(surplus_args, kwds)``; never calls ``func``.
 
     ``kwds`` holds, in order: the defaults (positional, keyword-only, then partial keywords),
@@ -462,7 +462,7 @@ def keygen(*ignored: Any, **kwds: Any) -> Callable[[Callable[..., Any]], Callabl
         state: dict[str, Any] = {"args": (), "kwds": {}}
         state["keymap"] = _default_keymap() if mapper is None else mapper
 
-        def key_of(args: tuple, kwds: dict) -> Any:
+        def key_of(args: tuple[Any, ...], kwds: dict[Any, Any]) -> Any:
             args, kwds = rounder(*args, **kwds)
             args, kwds = _keygen(f, ignored, *args, **kwds)
             return state["keymap"](*args, **kwds)

@@ -78,7 +78,7 @@ class NoPolicy(Policy):
     name = "no"
 
 
-def _adopt(order: OrderedDict, keys: Collection[Hashable]) -> None:
+def _adopt(order: OrderedDict[Any, Any], keys: Collection[Hashable]) -> None:
     """Make ``order`` track exactly ``keys``: forget stale keys, put untracked ones first.
 
     Runs only when the counts differ, i.e. after the cache changed behind the policy's back.

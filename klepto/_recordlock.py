@@ -60,7 +60,7 @@ def lock_path(path: str) -> int:
 
 
 @contextlib.contextmanager
-def exclusive(path: str | os.PathLike) -> Iterator[None]:
+def exclusive(path: str | os.PathLike[str]) -> Iterator[None]:
     """Hold the writer lock of the record file ``path`` (as a turn does) for a block."""
     if fcntl is None:  # pragma: no cover - no flock on this platform
         from klepto._fs import InterProcessLock

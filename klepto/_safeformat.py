@@ -66,7 +66,7 @@ def _plain_key(key: Any) -> bool:
     return type(key) is str and not key.startswith("$") and not _has_surrogates(key)
 
 
-def _dict(value: dict) -> Any:
+def _dict(value: dict[Any, Any]) -> Any:
     if all(_plain_key(k) for k in value):
         return {k: _encode(v) for k, v in value.items()}
     return {"$d": [[_encode(k), _encode(v)] for k, v in value.items()]}
@@ -114,7 +114,7 @@ def _nonfinite(text: str) -> float:
     return float(text)
 
 
-def _complex(parts: list) -> complex:
+def _complex(parts: list[Any]) -> complex:
     real, imag = (_decode(p) for p in parts)
     return complex(real, imag)
 

@@ -136,7 +136,9 @@ class Store:
         return f"<{type(self).__name__} {self.kind} at {self.location}>"
 
 
-def report(location: str, kind: str, checked: int, problems: list[tuple[str, str]]) -> dict:
+def report(
+    location: str, kind: str, checked: int, problems: list[tuple[str, str]]
+) -> dict[Any, Any]:
     """The common shape of a verification result."""
     return {
         "location": location,

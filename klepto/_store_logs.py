@@ -178,7 +178,7 @@ class OplogStore(RecordStore):
 
     kind = "oplog"
 
-    def _state(self) -> dict:
+    def _state(self) -> dict[Any, Any]:
         from klepto.logs.oplog import safe_load
 
         return safe_load(self.path, unknown="keep")

@@ -30,7 +30,7 @@ _LENIENT_CALLABLE_ENCODINGS: dict[str, Callable[..., Any]] = {**_CALLABLE_ENCODI
 _VARIABLE_DIGEST_BYTES = 32
 
 
-def algorithms() -> tuple:
+def algorithms() -> tuple[Any, ...]:
     """Return the valid ``algorithm`` values of ``hash``: ``None`` then the hashlib names."""
     return (None, *sorted(hashlib.algorithms_available))
 
@@ -58,7 +58,7 @@ def _codec_names() -> tuple[str, ...]:
     return tuple(sorted(names))
 
 
-def encodings() -> tuple:
+def encodings() -> tuple[Any, ...]:
     """Return the valid ``encoding`` values of ``string``.
 
     ``None``, then the stdlib codec names, then ``'str'`` and ``'repr'`` (always last).
@@ -101,7 +101,7 @@ def _optional_serializers() -> tuple[str, ...]:
     return tuple(name for name in names if importlib.util.find_spec(name) is not None)
 
 
-def serializers() -> tuple:
+def serializers() -> tuple[Any, ...]:
     """Return the valid ``serializer`` values of ``pickle`` (optional ones only if installed)."""
     return (None, "pickle", "json", "dill", *_optional_serializers())
 

@@ -70,7 +70,11 @@ def _crc_start(flags: int, context: bytes) -> int:
 
 
 def unseal(
-    blob: bytes, *, key: bytes | None = None, where: dict | None = None, context: bytes = b""
+    blob: bytes,
+    *,
+    key: bytes | None = None,
+    where: dict[Any, Any] | None = None,
+    context: bytes = b"",
 ) -> tuple[bytes, int]:
     """Check an envelope and return ``(payload, flags)``.
 
@@ -168,7 +172,9 @@ class Packer:
             payload = self.codec.compress(payload)
         return seal(payload, key=self.key, compressed=self.codec is not None, context=context)
 
-    def unpack(self, blob: bytes, *, where: dict | None = None, context: bytes = b"") -> Any:
+    def unpack(
+        self, blob: bytes, *, where: dict[Any, Any] | None = None, context: bytes = b""
+    ) -> Any:
         """The object stored as ``blob``; integrity is checked before anything is decoded."""
         payload, flags = unseal(blob, key=self.key, where=where, context=context)
         if flags & COMPRESSED:

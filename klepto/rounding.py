@@ -61,7 +61,7 @@ class _Rounder:
         self.tol = tol
 
     # Positional-only ``self``: a keyword argument named ``self`` is just another argument.
-    def __call__(self, /, *args: Any, **kwds: Any) -> tuple[tuple, dict]:
+    def __call__(self, /, *args: Any, **kwds: Any) -> tuple[tuple[Any, ...], dict[Any, Any]]:
         tol = self.tol
         if tol is None:
             return args, kwds
@@ -72,7 +72,7 @@ class _Rounder:
     def __repr__(self) -> str:
         return f"<rounder {self._round_value.__name__} tol={self.tol!r}>"
 
-    def __reduce__(self) -> tuple:
+    def __reduce__(self) -> tuple[Any, ...]:
         return (_Rounder, (self._round_value, self.tol))
 
 
@@ -109,10 +109,10 @@ class _RoundingDecorator:
         rounded.__wrapped__ = f  # type: ignore[attr-defined]
         return rounded
 
-    def __get__(self, obj: Any, objtype: type | None = None) -> functools.partial:
+    def __get__(self, obj: Any, objtype: type | None = None) -> functools.partial[Any]:
         return functools.partial(self.__call__, obj)
 
-    def __reduce__(self) -> tuple:
+    def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.__round__.tol,))
 
 

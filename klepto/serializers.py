@@ -144,7 +144,9 @@ def _not_data(name: str) -> Iterator[None]:
 
 
 class _StdlibCodec:
-    def __init__(self, name: str, compress: Callable[..., bytes], decompress: Callable) -> None:
+    def __init__(
+        self, name: str, compress: Callable[..., bytes], decompress: Callable[..., Any]
+    ) -> None:
         self.name = name
         self._compress = compress
         self.decompress = decompress
@@ -201,7 +203,9 @@ def register_codec(name: str, factory: Callable[..., Codec], *, replace: bool = 
     _register(_CODECS, "codec", name, factory, replace)
 
 
-def _register(registry: dict, kind: str, name: str, factory: Callable, replace: bool) -> None:
+def _register(
+    registry: dict[Any, Any], kind: str, name: str, factory: Callable[..., Any], replace: bool
+) -> None:
     if not isinstance(name, str) or not name:
         raise TypeError(f"a {kind} name must be a non-empty str, not {name!r}")
     if name in registry and not replace:
@@ -231,7 +235,7 @@ def get_codec(spec: str | Codec | None, **options: Any) -> Codec | None:
     return _lookup(_CODECS, "codec", spec)(**options)
 
 
-def _lookup(registry: dict, kind: str, name: str) -> Callable:
+def _lookup(registry: dict[Any, Any], kind: str, name: str) -> Callable[..., Any]:
     try:
         return registry[name]
     except KeyError:

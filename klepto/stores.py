@@ -66,7 +66,7 @@ class Location:
     namespace: str | None = None
 
     @classmethod
-    def parse(cls, location: str | os.PathLike) -> Location:
+    def parse(cls, location: str | os.PathLike[str]) -> Location:
         text = os.fspath(location)
         base, namespace = text, None
         marker = base.rfind("#log=")
@@ -157,7 +157,7 @@ def _ensure_registered() -> None:
         _store_kinds.register_builtin_kinds(register_kind)
 
 
-def detect(location: str | os.PathLike | Location) -> str:
+def detect(location: str | os.PathLike[str] | Location) -> str:
     """The name of the kind of store at ``location`` (read from what the store records).
 
     Raises :class:`FileNotFoundError` if there is nothing there and
@@ -166,7 +166,7 @@ def detect(location: str | os.PathLike | Location) -> str:
     return _detect(_as_location(location)).name
 
 
-def _as_location(location: str | os.PathLike | Location) -> Location:
+def _as_location(location: str | os.PathLike[str] | Location) -> Location:
     return location if isinstance(location, Location) else Location.parse(location)
 
 
@@ -207,7 +207,7 @@ def _may_be_classic(where: Location) -> bool:
 
 
 def open_store(
-    location: str | os.PathLike | Location, readonly: bool = True, kind: str | None = None
+    location: str | os.PathLike[str] | Location, readonly: bool = True, kind: str | None = None
 ) -> Store:
     """The store at ``location``, of the kind it records (or ``kind``, skipping detection).
 
@@ -233,7 +233,7 @@ def _kind_for_new(where: Location) -> StoreKind:
 
 
 def open_archive(
-    location: str | os.PathLike | Location, *, create: bool = True, kind: str | None = None
+    location: str | os.PathLike[str] | Location, *, create: bool = True, kind: str | None = None
 ) -> Any:
     """A raw archive at ``location`` for writing: the one there, or a new one.
 

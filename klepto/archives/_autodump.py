@@ -18,7 +18,7 @@ from typing import Any
 log = logging.getLogger("klepto.archives")
 
 # id -> weak reference (a cache is a dict, so unhashable: no WeakSet).
-_pending: dict[int, weakref.ref] = {}
+_pending: dict[int, weakref.ref[Any]] = {}
 _guard = threading.Lock()
 _registered = False
 

@@ -223,7 +223,7 @@ class Archive(ArchivePolicies, MutableMapping):  # type: ignore[type-arg]
         """Pop several keys; without a default, raise ``KeyError`` before popping any."""
         return popkeys(self, keys, *default)
 
-    def fromkeys(self, iterable: Iterable[Any], value: Any = None) -> dict:
+    def fromkeys(self, iterable: Iterable[Any], value: Any = None) -> dict[Any, Any]:
         """A plain dict with keys from ``iterable`` (classic klepto API)."""
         return dict.fromkeys(iterable, value)
 
@@ -333,7 +333,7 @@ class Archive(ArchivePolicies, MutableMapping):  # type: ignore[type-arg]
         self.close()
 
 
-def popkeys(mapping: MutableMapping, keys: Any, *default: Any) -> Any:
+def popkeys(mapping: MutableMapping[Any, Any], keys: Any, *default: Any) -> Any:
     """Pop each key of ``keys`` (a non-iterable key is popped alone).
 
     Without a default, a missing key raises ``KeyError`` before anything is popped.

@@ -32,7 +32,7 @@ _NO_DEFAULT = object()
 __all__ = ["cache"]
 
 
-class cache(dict):
+class cache(dict[Any, Any]):
     """``cache(*args, archive=null_archive(), **kwds)``: a dict in front of an archive.
 
     ``autodump`` (class default True; set it on an instance, or pass ``autodump=False`` to a
@@ -106,7 +106,7 @@ class cache(dict):
             return dict.pop(self, key)
         return dict.pop(self, key, default)
 
-    def popitem(self) -> tuple:
+    def popitem(self) -> tuple[Any, ...]:
         key, value = dict.popitem(self)
         self._unsaved.discard(key)
         return key, value
@@ -190,7 +190,7 @@ class cache(dict):
             self._reclass()
 
     @property
-    def unsaved(self) -> frozenset:
+    def unsaved(self) -> frozenset[Any]:
         """Keys written to memory since they were last loaded or dumped."""
         return frozenset(self._unsaved)
 

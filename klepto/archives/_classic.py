@@ -104,7 +104,7 @@ def _file_format(path: str) -> str | None:
     return None
 
 
-def _read_file(path: str) -> dict:
+def _read_file(path: str) -> dict[Any, Any]:
     form = _file_format(path)
     if form == "pickle":
         memo = load_classic_pickle(path)

@@ -112,7 +112,7 @@ class EntryFormat:
         return zlib.crc32(view)
 
     # --- reading --------------------------------------------------------------------------
-    def read_key(self, fd: int, size: int, where: dict) -> Any:
+    def read_key(self, fd: int, size: int, where: dict[Any, Any]) -> Any:
         """The key stored in an entry file (the value is not read)."""
         head = _pread(fd, min(size, FIRST_READ), 0)
         key_length, _ = self._lengths(head, size, where)
@@ -123,7 +123,7 @@ class EntryFormat:
             raise CorruptArchiveError("entry holds a key that belongs elsewhere", **_place(where))
         return key
 
-    def read_item(self, fd: int, size: int, where: dict) -> tuple[Any, Any]:
+    def read_item(self, fd: int, size: int, where: dict[Any, Any]) -> tuple[Any, Any]:
         """The key and the value of an entry file."""
         data = self._read_prefix(fd, size, where)
         key_length, _ = self._lengths(data, size, where)
@@ -132,11 +132,11 @@ class EntryFormat:
             raise CorruptArchiveError("entry holds a key that belongs elsewhere", **_place(where))
         return key, self._value_from(data, fd, size, {**where, "key": key})
 
-    def read_value(self, fd: int, size: int, where: dict) -> Any:
+    def read_value(self, fd: int, size: int, where: dict[Any, Any]) -> Any:
         """The value of an entry file whose expected digest is ``where['digest']``."""
         return self._value_from(self._read_prefix(fd, size, where), fd, size, where)
 
-    def _read_prefix(self, fd: int, size: int, where: dict) -> bytes:
+    def _read_prefix(self, fd: int, size: int, where: dict[Any, Any]) -> bytes:
         """The header and both envelopes; blocks are read (or mapped) into their arrays."""
         data = _pread(fd, min(size, FIRST_READ), 0)
         key_length, value_length = self._lengths(data, size, where)
@@ -145,7 +145,9 @@ class EntryFormat:
             data += _pread(fd, needed - len(data), len(data))
         return data
 
-    def _lengths(self, head: bytes | bytearray, size: int, where: dict) -> tuple[int, int]:
+    def _lengths(
+        self, head: bytes | bytearray, size: int, where: dict[Any, Any]
+    ) -> tuple[int, int]:
         if len(head) < HEADER.size:
             raise CorruptArchiveError("entry file truncated (no header)", **_place(where))
         magic, key_length, value_length = HEADER.unpack_from(head)
@@ -155,7 +157,7 @@ class EntryFormat:
             raise CorruptArchiveError("entry file truncated", **_place(where))
         return key_length, value_length
 
-    def _value_from(self, data: bytes, fd: int, size: int, where: dict) -> Any:
+    def _value_from(self, data: bytes, fd: int, size: int, where: dict[Any, Any]) -> Any:
         key_length, value_length = self._lengths(data, size, where)
         start = HEADER.size + key_length
         payload = self._unpack(memoryview(data)[start : start + value_length], where)
@@ -173,7 +175,7 @@ class EntryFormat:
         source = self._block_source(fd, size, area, payload[3], where)
         return _load_with_blocks(payload[2], source)
 
-    def _unpack(self, envelope: memoryview, where: dict) -> Any:
+    def _unpack(self, envelope: memoryview, where: dict[Any, Any]) -> Any:
         try:
             return self.packer.unpack(envelope, where=_place(where))
         except (CorruptArchiveError, SignatureError):
@@ -182,9 +184,9 @@ class EntryFormat:
             raise CorruptArchiveError(exc.reason, **_place(where)) from exc
 
     def _block_source(
-        self, fd: int, size: int, area: int, table: list, where: dict
+        self, fd: int, size: int, area: int, table: list[Any], where: dict[Any, Any]
     ) -> Callable[..., Any]:
-        def load_block(index: int, dtype: Any, shape: tuple, order: str) -> Any:
+        def load_block(index: int, dtype: Any, shape: tuple[Any, ...], order: str) -> Any:
             import numpy
 
             offset, nbytes, check = table[index]
@@ -208,7 +210,7 @@ class EntryFormat:
         return load_block
 
 
-def _place(where: dict) -> dict:
+def _place(where: dict[Any, Any]) -> dict:
     return {"path": where.get("path"), "key": where.get("key")}
 
 
@@ -242,7 +244,7 @@ def _preadinto(fd: int, target: memoryview, offset: int) -> int:
 # --- pickling with raw blocks ---------------------------------------------------------------
 
 
-def _dump_with_blocks(value: Any, blocks: list, protocol: int, min_block: int) -> bytes:
+def _dump_with_blocks(value: Any, blocks: list[Any], protocol: int, min_block: int) -> bytes:
     quick, slow, _ = _block_classes()
     found: list[memoryview] = []
     data = c_pickle(value, protocol, quick, blocks=found, min_block=min_block)
@@ -270,7 +272,7 @@ class _BlockMixin:
     def _start_blocks(self, blocks: list[memoryview], min_block: int) -> None:
         self._blocks = blocks
         self._min_block = min_block
-        self._seen: dict[int, tuple] = {}
+        self._seen: dict[int, tuple[Any, ...]] = {}
         numpy = sys.modules.get("numpy")  # no numpy imported means no arrays to find
         self._ndarray = numpy.ndarray if numpy is not None else None
 
@@ -289,7 +291,9 @@ class _BlockMixin:
 
 
 class _QuickBlockPickler(_BlockMixin, pickle.Pickler):
-    def __init__(self, file: io.BytesIO, protocol: int, *, blocks: list, min_block: int) -> None:
+    def __init__(
+        self, file: io.BytesIO, protocol: int, *, blocks: list[Any], min_block: int
+    ) -> None:
         super().__init__(file, protocol)
         self._start_blocks(blocks, min_block)
 
@@ -316,7 +320,7 @@ def _block_classes() -> tuple[type, type, type]:
 
     class DillBlockPickler(_BlockMixin, dill.Pickler):
         def __init__(
-            self, file: io.BytesIO, protocol: int, *, blocks: list, min_block: int
+            self, file: io.BytesIO, protocol: int, *, blocks: list[Any], min_block: int
         ) -> None:
             super().__init__(file, protocol=protocol)
             self._start_blocks(blocks, min_block)

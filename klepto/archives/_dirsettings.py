@@ -134,7 +134,7 @@ def read(root: str) -> dict[str, Any] | None:
     return settings
 
 
-def publish(root: str, settings: dict[str, Any], mode: int | None, durable: bool) -> dict:
+def publish(root: str, settings: dict[str, Any], mode: int | None, durable: bool) -> dict[Any, Any]:
     """Record ``settings`` unless another process already did; return the recorded ones."""
     path = os.path.join(root, SETTINGS_NAME)
     document = json.dumps({"settings": settings, "check": _checksum(settings)}, indent=1)

@@ -66,7 +66,7 @@ def delete_record(digest: bytes) -> bytes:
     return _DELETE.pack(DELETE, digest)
 
 
-def kind_and_digest(record: bytes, where: dict) -> tuple[int, bytes | None]:
+def kind_and_digest(record: bytes, where: dict[Any, Any]) -> tuple[int, bytes | None]:
     """What a record does (``SET``/``DELETE``/``CLEAR``) and to which digest."""
     kind = record[0] if record else -1
     if kind == CLEAR and len(record) == 1:
@@ -109,7 +109,7 @@ class EntryCodec:
                 "come back as a different key); use a pickle serializer"
             )
 
-    def _split(self, record: Any, where: dict) -> tuple[bytes, memoryview, memoryview]:
+    def _split(self, record: Any, where: dict[Any, Any]) -> tuple[bytes, memoryview, memoryview]:
         if len(record) < _SET_HEAD.size or record[0] not in (SET, REPLACE):
             raise CorruptArchiveError("not a set record", **where)
         _, digest, key_length = _SET_HEAD.unpack_from(record)
@@ -131,14 +131,14 @@ class EntryCodec:
                     return payload[1]
         return self.value(record, digest, {"path": path, "offset": offset or None, "key": key})
 
-    def value(self, record: Any, digest: bytes, where: dict) -> Any:
+    def value(self, record: Any, digest: bytes, where: dict[Any, Any]) -> Any:
         """The value in a set record that must belong to ``digest``."""
         stored, _, envelope = self._split(record, where)
         if stored != digest:
             raise CorruptArchiveError("record belongs to another key", **where)
         return self._bound_value(envelope, digest, where)
 
-    def _bound_value(self, envelope: memoryview, digest: bytes, where: dict) -> Any:
+    def _bound_value(self, envelope: memoryview, digest: bytes, where: dict[Any, Any]) -> Any:
         payload = _unpack(self.packer, envelope, where)
         if not (isinstance(payload, (tuple, list)) and len(payload) == 2):
             raise CorruptArchiveError("malformed value envelope", **where)
@@ -146,7 +146,7 @@ class EntryCodec:
             raise CorruptArchiveError("value belongs to another key", **where)
         return payload[1]
 
-    def key(self, record: Any, where: dict) -> Any:
+    def key(self, record: Any, where: dict[Any, Any]) -> Any:
         """The key in a set record (checked against the record's digest)."""
         digest, envelope, _ = self._split(record, where)
         key = _unpack(self.key_packer, envelope, where)
@@ -154,7 +154,7 @@ class EntryCodec:
             raise CorruptArchiveError("record holds a key that belongs elsewhere", **where)
         return key
 
-    def item(self, record: Any, where: dict) -> tuple[Any, Any]:
+    def item(self, record: Any, where: dict[Any, Any]) -> tuple[Any, Any]:
         """The key and the value of a set record."""
         digest, envelope, value_envelope = self._split(record, where)
         key = _unpack(self.key_packer, envelope, where)
@@ -168,7 +168,7 @@ _ENVELOPE_HEAD = 8
 _BUFFER_LOADERS = ("dill", "pickle")  # read straight from a memoryview (no copy)
 
 
-def _unpack(packer: Packer, envelope: memoryview, where: dict) -> Any:
+def _unpack(packer: Packer, envelope: memoryview, where: dict[Any, Any]) -> Any:
     if packer.key is None and envelope[:4] == _PLAIN_ENVELOPE:
         # The record's frame checksum has just covered these very bytes: checking the
         # envelope's own checksum (and copying the payload for it) would only repeat that.

@@ -187,7 +187,9 @@ def _size(table: Table) -> int:
     return 32 * len(table) + 12
 
 
-def _metadata(numbers: list[int], point: CommitPoint, live: int, dead: int, garbage: int) -> dict:
+def _metadata(
+    numbers: list[int], point: CommitPoint, live: int, dead: int, garbage: int
+) -> dict[Any, Any]:
     return {
         "kind": KIND,
         "format": FORMAT,

@@ -30,7 +30,7 @@ def _pandas() -> Any:
     return require("pandas", "pandas", "DataFrame support (to_frame/from_frame)")
 
 
-def _column(pd: Any, contents: dict, index: Any) -> Any:
+def _column(pd: Any, contents: dict[Any, Any], index: Any) -> Any:
     values = [contents.get(key, math.nan) for key in index]
     return pd.Series(values, index=index, dtype=object)
 
@@ -56,7 +56,7 @@ def _to_frame(archive: Any) -> Any:
     return frame
 
 
-def _cells(frame: Any, column: Any) -> dict:
+def _cells(frame: Any, column: Any) -> dict[Any, Any]:
     """The non-missing cells of ``column`` as a dict (missing cells read as NaN)."""
     out = {}
     for key, value in frame[column].items():

@@ -21,7 +21,7 @@ TRUST_MESSAGE = (
 )
 
 
-def find_classic(old: str | os.PathLike, kind: str | None = None) -> ClassicArchive:
+def find_classic(old: str | os.PathLike[str], kind: str | None = None) -> ClassicArchive:
     """The classic archive at ``old`` (a path, or a SQL URL with optional ``?table=``)."""
     location = os.fspath(old)
     if "://" not in location and not os.path.exists(location):
@@ -34,7 +34,7 @@ def find_classic(old: str | os.PathLike, kind: str | None = None) -> ClassicArch
 
 
 def migrate_classic(
-    old: str | os.PathLike,
+    old: str | os.PathLike[str],
     new: Any,
     *,
     trust: bool = False,

@@ -408,13 +408,13 @@ class SqlArchive(Archive):
 
         return is_memory(self._url)
 
-    def __reduce__(self) -> tuple:
+    def __reduce__(self) -> tuple[Any, ...]:
         # By reference: location and settings. An in-memory database has no location, so
         # its rows travel instead.
         rows = self._raw_rows() if self._is_memory() and not self._closed else None
         return (_rebuild, (type(self), self._location(), self._reopen_kwds(), rows))
 
-    def _location(self) -> tuple:
+    def _location(self) -> tuple[Any, ...]:
         from klepto.archives._sqlschema import url_text
 
         return (url_text(self._url, hide_password=False), self._table)
@@ -453,7 +453,7 @@ class SqlArchive(Archive):
 _EMPTY = object()
 
 
-def _rebuild(cls: type, location: tuple, kwds: dict[str, Any], rows: Any) -> SqlArchive:
+def _rebuild(cls: type, location: tuple[Any, ...], kwds: dict[str, Any], rows: Any) -> SqlArchive:
     archive = cls.__new__(cls)
     database, table = location
     archive._setup(database, table, dict(kwds), lazy=rows is None)

@@ -104,7 +104,7 @@ class Compiled:
         # itemgetter of two or more names returns the tuple a positional driver wants.
         self._ordered = operator.itemgetter(*self.names) if self.names else None
 
-    def bind(self, values: dict[str, Any]) -> tuple | dict[str, Any]:
+    def bind(self, values: dict[str, Any]) -> tuple[Any, ...] | dict[str, Any]:
         """Parameters for one execution in the order (or by the names) the driver expects."""
         if self.names is None:
             return values
@@ -112,7 +112,7 @@ class Compiled:
             return (values[self.names[0]],)
         return self._ordered(values)
 
-    def bind_digest(self, digest: str) -> tuple | dict[str, Any]:
+    def bind_digest(self, digest: str) -> tuple[Any, ...] | dict[str, Any]:
         """Parameters for a statement whose only parameter is ``kdigest`` (the hot path)."""
         return {"kdigest": digest} if self.names is None else (digest,)
 

@@ -65,7 +65,7 @@ class dir_archive(Archive):
 
     def __init__(
         self,
-        dirname: str | os.PathLike | None = None,
+        dirname: str | os.PathLike[str] | None = None,
         serialized: bool | None = None,
         compression: int | None = None,
         permissions: int | None = None,
@@ -106,7 +106,7 @@ class dir_archive(Archive):
             fast=fast,
         )
 
-    def _open_settings(self, asked: dict, fast: bool, key: Any) -> tuple[dict, Packer]:
+    def _open_settings(self, asked: dict[Any, Any], fast: bool, key: Any) -> tuple[dict, Packer]:
         """The archive's settings (recorded now if it is new) and the packer they call for.
 
         Everything is validated before anything is recorded, so a failed open never leaves
@@ -129,7 +129,7 @@ class dir_archive(Archive):
                 packer = self._packer_for(settings, key, signing_key)
         return settings, packer
 
-    def _packer_for(self, settings: dict, key: Any, signing_key: bytes | None) -> Packer:
+    def _packer_for(self, settings: dict[Any, Any], key: Any, signing_key: bytes | None) -> Packer:
         if settings["signed"] and not signing_key:
             raise SignatureError(f"this archive is signed: pass key=... or set ${KEY_ENV}")
         if signing_key and not settings["signed"]:
@@ -152,7 +152,7 @@ class dir_archive(Archive):
             raise KeyError(key)
         return value
 
-    def _read(self, path: str, where: dict, item: bool) -> Any:
+    def _read(self, path: str, where: dict[Any, Any], item: bool) -> Any:
         opened = _dirio.open_entry(path)
         if opened is None:
             return _ABSENT
@@ -232,7 +232,7 @@ class dir_archive(Archive):
             value = self._read_claim(claim, path, {"path": path, "key": key, "digest": digest})
         return self._popped(key, MISSING if value is _ABSENT else value, default)
 
-    def _read_claim(self, claim: str, path: str, where: dict, item: bool = False) -> Any:
+    def _read_claim(self, claim: str, path: str, where: dict[Any, Any], item: bool = False) -> Any:
         try:
             value = self._read(claim, where, item)
         except BaseException:
@@ -375,7 +375,7 @@ class dir_archive(Archive):
             options["key"] = self._given_key
         return options
 
-    def copy(self, name: str | os.PathLike | None = None) -> dir_archive:
+    def copy(self, name: str | os.PathLike[str] | None = None) -> dir_archive:
         """A second archive object: on the same root, or on a copy of it made at ``name``."""
         self._check_open()
         if name is None:
@@ -384,7 +384,7 @@ class dir_archive(Archive):
         shutil.copytree(self._root, target, symlinks=True, ignore=_dirio.ignore_temps)
         return _reopen(type(self), target, self._options())
 
-    def __reduce__(self) -> tuple:
+    def __reduce__(self) -> tuple[Any, ...]:
         # Location and settings only, never contents. A key passed as key=... travels along
         # (so workers can read a signed archive); one from $KLEPTO_HMAC_KEY does not.
         return (_reopen, (type(self), self._root, self._options()))

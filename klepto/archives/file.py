@@ -65,7 +65,7 @@ class file_archive(Archive):
 
     def __init__(
         self,
-        filename: str | os.PathLike | None = None,
+        filename: str | os.PathLike[str] | None = None,
         serialized: bool | None = None,
         *,
         protocol: int | str | None = None,
@@ -92,7 +92,9 @@ class file_archive(Archive):
             serialized=self._settings["serialized"], protocol=_classic_protocol(self._settings)
         )
 
-    def _open_store(self, asked: dict, key: Any, compact_ratio: float | None) -> FileStore:
+    def _open_store(
+        self, asked: dict[Any, Any], key: Any, compact_ratio: float | None
+    ) -> FileStore:
         """Open (or create) the file, then check its settings against ``asked``."""
         signing_key = resolve_key(key)
         source = "key=..." if key is not None else f"${KEY_ENV}"
@@ -299,7 +301,7 @@ class file_archive(Archive):
             options["key"] = self._given_key
         return options
 
-    def copy(self, name: str | os.PathLike | None = None) -> file_archive:
+    def copy(self, name: str | os.PathLike[str] | None = None) -> file_archive:
         """A second archive object: on the same file, or on a copy of it made at ``name``."""
         self._check_open()
         if name is None:
@@ -323,7 +325,7 @@ class file_archive(Archive):
                 self._store.close()
             self._closed = True
 
-    def __reduce__(self) -> tuple:
+    def __reduce__(self) -> tuple[Any, ...]:
         # Location and settings only, never contents. A key passed as key=... travels along
         # (so workers can read a signed archive); one from $KLEPTO_HMAC_KEY does not.
         return (_reopen, (type(self), self._path, self._options()))

@@ -48,7 +48,9 @@ def _h5py() -> Any:
     return require("h5py", "hdf", "HDF archives")
 
 
-def _asked(serialized: Any, protocol: Any, serializer: Any, codec: Any, meta: Any) -> dict:
+def _asked(
+    serialized: Any, protocol: Any, serializer: Any, codec: Any, meta: Any
+) -> dict[Any, Any]:
     asked: dict[str, Any] = {}
     if serialized is not None:
         asked["serialized"] = bool(serialized)
@@ -78,7 +80,7 @@ class hdf_archive(Archive):
 
     def __init__(
         self,
-        filename: str | os.PathLike | None = None,
+        filename: str | os.PathLike[str] | None = None,
         serialized: bool | None = None,
         *,
         protocol: int | str | None = None,
@@ -191,7 +193,7 @@ class hdf_archive(Archive):
         with self._file_lock:
             self._replace_with(self._stored_items())
 
-    def _replace_with(self, contents: dict) -> None:
+    def _replace_with(self, contents: dict[Any, Any]) -> None:
         fd, temp = tempfile.mkstemp(
             prefix=TEMP_PREFIX, suffix=".hdf5", dir=os.path.dirname(self._path)
         )
@@ -224,7 +226,7 @@ class hdf_archive(Archive):
             options["key"] = self._hmac
         return options
 
-    def copy(self, name: str | os.PathLike | None = None) -> hdf_archive:
+    def copy(self, name: str | os.PathLike[str] | None = None) -> hdf_archive:
         """A second object on this file, or on a copy of it made at ``name``."""
         if name is None:
             return type(self)(self._path, **self._options())
@@ -241,7 +243,7 @@ class hdf_archive(Archive):
             os.unlink(self._path + ".lock")
         self.close()
 
-    def __reduce__(self) -> tuple:
+    def __reduce__(self) -> tuple[Any, ...]:
         return (_reopen, (type(self), self._path, self._options()))
 
 
@@ -269,7 +271,7 @@ class hdfdir_archive(Archive):
 
     def __init__(
         self,
-        dirname: str | os.PathLike | None = None,
+        dirname: str | os.PathLike[str] | None = None,
         serialized: bool | None = None,
         *,
         permissions: int | None = None,
@@ -371,7 +373,7 @@ class hdfdir_archive(Archive):
     def settings(self) -> dict[str, Any]:
         return dict(self._settings)
 
-    def copy(self, name: str | os.PathLike | None = None) -> hdfdir_archive:
+    def copy(self, name: str | os.PathLike[str] | None = None) -> hdfdir_archive:
         """A second object on this directory, or on a copy of it made at ``name``."""
         options = {"safe": self._safe, **({"key": self._hmac} if self._hmac is not None else {})}
         if name is None:
@@ -388,6 +390,6 @@ class hdfdir_archive(Archive):
         os.rmdir(self._root)
         self.close()
 
-    def __reduce__(self) -> tuple:
+    def __reduce__(self) -> tuple[Any, ...]:
         options = {"safe": self._safe, **({"key": self._hmac} if self._hmac is not None else {})}
         return (_reopen, (type(self), self._root, options))

@@ -36,7 +36,7 @@ class _Marker:
     def __copy__(self) -> _Marker:
         return self
 
-    def __deepcopy__(self, memo: dict) -> _Marker:
+    def __deepcopy__(self, memo: dict[Any, Any]) -> _Marker:
         return self
 
 
@@ -125,7 +125,7 @@ class keymap:
     def outer(self, value: Any) -> None:
         raise NotImplementedError("Combine keymaps with '+'")
 
-    def _flat_key(self, args: tuple, kwds: dict) -> Any:
+    def _flat_key(self, args: tuple[Any, ...], kwds: dict[Any, Any]) -> Any:
         if kwds or self.typed:
             key = self._tuple(self._flat_parts(args, kwds))
         else:  # the common case: the positional args are the key
@@ -134,7 +134,7 @@ class keymap:
             return key[0]
         return key
 
-    def _flat_parts(self, args: tuple, kwds: dict) -> list:
+    def _flat_parts(self, args: tuple[Any, ...], kwds: dict[Any, Any]) -> list[Any]:
         parts = list(args)
         mark = list(self._mark or ())
         items = self._sorted(kwds.items()) if kwds else ()
@@ -150,7 +150,7 @@ class keymap:
                 parts += (self._type(value) for _, value in items)
         return parts
 
-    def _nested_key(self, args: tuple, kwds: dict) -> tuple:
+    def _nested_key(self, args: tuple[Any, ...], kwds: dict[Any, Any]) -> tuple:
         key = (args, kwds)
         if self.typed:
             items = self._sorted(kwds.items())
@@ -195,8 +195,8 @@ class keymap:
         self,
         func: Callable[..., Any],
         ignore: Any,
-        rounder: Callable[..., tuple[tuple, dict]] | None = None,
-    ) -> Callable[[tuple, dict], Any]:
+        rounder: Callable[..., tuple[tuple[Any, ...], dict[Any, Any]]] | None = None,
+    ) -> Callable[[tuple[Any, ...], dict[Any, Any]], Any]:
         """Return ``key_of(args, kwds)`` computing the key of ``func(*args, **kwds)``.
 
         A memoizer calls this once per decorated function; the returned callable is the
@@ -207,13 +207,13 @@ class keymap:
         """
         if rounder is None:
 
-            def key_of(args: tuple, kwds: dict) -> Any:
+            def key_of(args: tuple[Any, ...], kwds: dict[Any, Any]) -> Any:
                 args, kwds = _keygen(func, ignore, *args, **kwds)
                 return self(*args, **kwds)
 
         else:
 
-            def key_of(args: tuple, kwds: dict) -> Any:
+            def key_of(args: tuple[Any, ...], kwds: dict[Any, Any]) -> Any:
                 args, kwds = rounder(*args, **kwds)
                 args, kwds = _keygen(func, ignore, *args, **kwds)
                 return self(*args, **kwds)

@@ -39,8 +39,8 @@ class stablemap(keymap):
         self,
         func: Callable[..., Any],
         ignore: Any,
-        rounder: Callable[..., tuple[tuple, dict]] | None = None,
-    ) -> Callable[[tuple, dict], Any]:
+        rounder: Callable[..., tuple[tuple[Any, ...], dict[Any, Any]]] | None = None,
+    ) -> Callable[[tuple[Any, ...], dict[Any, Any]], Any]:
         """Return ``key_of(args, kwds)`` for ``func``, with ``fast_arity`` when it has one."""
         if self.__outer__ is not None:  # chained: the classic algorithm composes the keymaps
             return super().plan(func, ignore, rounder)
@@ -51,11 +51,13 @@ class stablemap(keymap):
 
 
 def _decorated_plan(
-    plan: Callable[[tuple, dict], tuple], typed: bool, rounder: Callable | None
-) -> Callable[[tuple, dict], tuple]:
+    plan: Callable[[tuple[Any, ...], dict[Any, Any]], tuple],
+    typed: bool,
+    rounder: Callable[..., Any] | None,
+) -> Callable[[tuple[Any, ...], dict[Any, Any]], tuple]:
     """The plan with rounding before it and/or value types appended after it."""
 
-    def key_of(args: tuple, kwds: dict) -> tuple:
+    def key_of(args: tuple[Any, ...], kwds: dict[Any, Any]) -> tuple:
         if rounder is not None:
             args, kwds = rounder(*args, **kwds)
         key = plan(args, kwds)

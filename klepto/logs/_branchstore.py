@@ -85,7 +85,7 @@ class BranchRecord:
         return record
 
 
-def _field_int(value: dict, name: str, key: Any, *, optional: bool = False) -> Any:
+def _field_int(value: dict[Any, Any], name: str, key: Any, *, optional: bool = False) -> Any:
     if name not in value:
         raise CorruptArchiveError(f"record lacks field {name!r}", key=key)
     field = value[name]
@@ -129,7 +129,7 @@ class BranchStore:
         self.archive = archive
         self.namespace = namespace
 
-    def key(self, *parts: Any) -> tuple:
+    def key(self, *parts: Any) -> tuple[Any, ...]:
         return (PREFIX, self.namespace, *parts)
 
     # --- namespace settings ---------------------------------------------------------------
@@ -186,7 +186,7 @@ class BranchStore:
         self.archive[self.key("head", branch)] = seq
 
     # --- nodes ----------------------------------------------------------------------------
-    def add_node(self, branch: int, seq: int, timestamp: int, txns: tuple) -> bool:
+    def add_node(self, branch: int, seq: int, timestamp: int, txns: tuple[Any, ...]) -> bool:
         value = {"branch": branch, "seq": seq, "ts": timestamp, "txns": txns}
         return self.archive.add(self.key("node", branch, seq), value)
 

@@ -48,7 +48,7 @@ _SEQ = struct.Struct(">Q")
 class SegmentLog:
     """Entries in record-file segments under ``directory`` (see the module docstring)."""
 
-    def __init__(self, directory: str | os.PathLike, name: str, *, durable: bool) -> None:
+    def __init__(self, directory: str | os.PathLike[str], name: str, *, durable: bool) -> None:
         self.directory = os.path.abspath(os.fspath(directory))
         self.name = name
         self.durable = durable
@@ -215,7 +215,7 @@ class ArchiveLog:
     def location(self) -> Any:
         return self.archive
 
-    def key(self, seq: int) -> tuple:
+    def key(self, seq: int) -> tuple[Any, ...]:
         return (PREFIX, self.namespace, "log", seq)
 
     def _exists(self, seq: int) -> bool:

@@ -61,7 +61,7 @@ class CheckpointStore:
         self.archive = archive
         self.namespace = namespace
 
-    def key(self, *parts: Any) -> tuple:
+    def key(self, *parts: Any) -> tuple[Any, ...]:
         return (PREFIX, self.namespace, *parts)
 
     def exists(self, gen: int) -> bool:

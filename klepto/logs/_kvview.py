@@ -29,7 +29,7 @@ def fold(commits: Iterable[Commit]) -> dict[Any, tuple[Any, Any]]:
     return state
 
 
-class KVView(Mapping):
+class KVView(Mapping[Any, Any]):
     """A read-only mapping: the state of ``branch`` after its commit ``seq``.
 
     It is a snapshot taken when the view was made; later pushes do not change it.

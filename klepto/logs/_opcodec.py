@@ -192,7 +192,7 @@ class DataclassAsDictHandler(TypeHandler):
         return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
 
 
-def _nonfinite(value: float) -> dict:
+def _nonfinite(value: float) -> dict[Any, Any]:
     return {"$f": "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")}
 
 
@@ -258,11 +258,11 @@ class ValueCodec:
             return leaf(value)
         return self._encode_other(value)
 
-    def _encode_list(self, value: list) -> list:
+    def _encode_list(self, value: list[Any]) -> list:
         encode = self.encode
         return [encode(x) for x in value]
 
-    def _encode_dict(self, value: dict) -> Any:
+    def _encode_dict(self, value: dict[Any, Any]) -> Any:
         encode = self.encode
         if all(type(k) is str and not k.startswith("$") for k in value):
             return {k: encode(v) for k, v in value.items()}

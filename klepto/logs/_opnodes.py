@@ -51,10 +51,10 @@ class _Node:
         self._key = key
         self._ekey = _MISSING
         self._alive = True
-        self._pcache: tuple[int, tuple] | None = None
+        self._pcache: tuple[int, tuple[Any, ...]] | None = None
 
     # --- where am I -----------------------------------------------------------------------
-    def _path(self) -> tuple:
+    def _path(self) -> tuple[Any, ...]:
         root = self._root
         cache = self._pcache
         if cache is not None and cache[0] == root._layout:
@@ -105,7 +105,7 @@ class _Node:
         data = codec.encode_key(value)
         return data, codec.decode(data)
 
-    def _log(self, op: tuple) -> None:
+    def _log(self, op: tuple[Any, ...]) -> None:
         self._root._logged(op)
 
     def _klepto_plain(self) -> Any:
@@ -122,7 +122,7 @@ class _Node:
         """A plain, deep copy of the contents (``dict``/``list``/``set``), not logged."""
         return plain(self)
 
-    def __reduce__(self) -> tuple:
+    def __reduce__(self) -> tuple[Any, ...]:
         # Pickling or copying a store container gives its plain contents, never the store.
         value = plain(self)
         return (type(value), (value,))
@@ -131,7 +131,7 @@ class _Node:
         return repr(self._data)
 
 
-class StoreDict(_Node, MutableMapping):
+class StoreDict(_Node, MutableMapping[Any, Any]):
     """A dict in an operation store: ``d[k] = v``, ``del d[k]`` and ``clear()`` are logged
     (and so everything built on them: ``update``, ``pop``, ``setdefault``...)."""
 
@@ -182,7 +182,7 @@ class StoreDict(_Node, MutableMapping):
         self._data.clear()
         root._logged(("clr", self._path()))
 
-    def _klepto_plain(self) -> dict:
+    def _klepto_plain(self) -> dict[Any, Any]:
         return {k: plain(v) for k, v in self._data.items()}
 
     def _children(self) -> Iterator[_Node]:
@@ -225,7 +225,7 @@ class StoreDict(_Node, MutableMapping):
         return self._data.values()
 
 
-class StoreList(_Node, MutableSequence):
+class StoreList(_Node, MutableSequence[Any]):
     """A list in an operation store. Logged: item assignment and deletion (negative indices
     are logged as the position they mean), ``append``, ``insert``, ``extend``, ``pop``,
     ``remove``, ``clear``, ``reverse`` and ``sort``. Slice assignment and deletion are
@@ -237,7 +237,7 @@ class StoreList(_Node, MutableSequence):
         _Node._init_node(self, data, root, parent, key)
         self._nodes = 0  # how many items are containers (their indices need upkeep)
 
-    def _klepto_plain(self) -> list:
+    def _klepto_plain(self) -> list[Any]:
         return [plain(v) for v in self._data]
 
     def _children(self) -> Iterator[_Node]:
@@ -445,7 +445,7 @@ class StoreList(_Node, MutableSequence):
         return self._data >= _as_list(other)
 
 
-def _as_list(other: Any) -> list:
+def _as_list(other: Any) -> list[Any]:
     if isinstance(other, StoreList):
         return other._data
     if isinstance(other, list):

@@ -27,7 +27,7 @@ VERSION = 1
 METADATA = json.dumps({"format": FORMAT, "version": VERSION}).encode("ascii")
 
 _NESTED = (list, dict)
-_Apply = Callable[[Any, list, ValueCodec], Any]
+_Apply = Callable[[Any, list[Any], ValueCodec], Any]
 
 
 def check_metadata(metadata: bytes | None, path: str) -> None:
@@ -45,7 +45,7 @@ def check_metadata(metadata: bytes | None, path: str) -> None:
         )
 
 
-def _target(root: Any, path: list, codec: ValueCodec) -> Any:
+def _target(root: Any, path: list[Any], codec: ValueCodec) -> Any:
     node = root
     for step in path:
         node = node[step if type(step) is not dict else codec.decode(step)]
@@ -56,7 +56,7 @@ def _value(data: Any, codec: ValueCodec) -> Any:
     return data if type(data) not in _NESTED else codec.decode(data)
 
 
-def _set(root: Any, op: list, codec: ValueCodec) -> Any:
+def _set(root: Any, op: list[Any], codec: ValueCodec) -> Any:
     node = _target(root, op[1], codec)
     key = codec.decode_key(op[2])
     if type(node) is list and not 0 <= key < len(node):
@@ -65,7 +65,7 @@ def _set(root: Any, op: list, codec: ValueCodec) -> Any:
     return root
 
 
-def _delete(root: Any, op: list, codec: ValueCodec) -> Any:
+def _delete(root: Any, op: list[Any], codec: ValueCodec) -> Any:
     node = _target(root, op[1], codec)
     key = codec.decode_key(op[2])
     if type(node) is list and not 0 <= key < len(node):
@@ -74,7 +74,7 @@ def _delete(root: Any, op: list, codec: ValueCodec) -> Any:
     return root
 
 
-def _insert(root: Any, op: list, codec: ValueCodec) -> Any:
+def _insert(root: Any, op: list[Any], codec: ValueCodec) -> Any:
     node = _target(root, op[1], codec)
     if type(node) is not list or not 0 <= op[2] <= len(node):
         raise IndexError(f"cannot insert at {op[2]!r}")
@@ -82,17 +82,17 @@ def _insert(root: Any, op: list, codec: ValueCodec) -> Any:
     return root
 
 
-def _append(root: Any, op: list, codec: ValueCodec) -> Any:
+def _append(root: Any, op: list[Any], codec: ValueCodec) -> Any:
     _list(root, op, codec).append(_value(op[2], codec))
     return root
 
 
-def _extend(root: Any, op: list, codec: ValueCodec) -> Any:
+def _extend(root: Any, op: list[Any], codec: ValueCodec) -> Any:
     _list(root, op, codec).extend(codec.decode(op[2]))
     return root
 
 
-def _clear(root: Any, op: list, codec: ValueCodec) -> Any:
+def _clear(root: Any, op: list[Any], codec: ValueCodec) -> Any:
     node = _target(root, op[1], codec)
     if type(node) not in (dict, list, set):
         raise TypeError(f"cannot clear a {type(node).__name__}")
@@ -100,12 +100,12 @@ def _clear(root: Any, op: list, codec: ValueCodec) -> Any:
     return root
 
 
-def _reverse(root: Any, op: list, codec: ValueCodec) -> Any:
+def _reverse(root: Any, op: list[Any], codec: ValueCodec) -> Any:
     _list(root, op, codec).reverse()
     return root
 
 
-def _permute(root: Any, op: list, codec: ValueCodec) -> Any:
+def _permute(root: Any, op: list[Any], codec: ValueCodec) -> Any:
     node = _list(root, op, codec)
     order = op[2]
     if sorted(order) != list(range(len(node))):
@@ -114,31 +114,31 @@ def _permute(root: Any, op: list, codec: ValueCodec) -> Any:
     return root
 
 
-def _add(root: Any, op: list, codec: ValueCodec) -> Any:
+def _add(root: Any, op: list[Any], codec: ValueCodec) -> Any:
     _set_node(root, op, codec).add(codec.decode_key(op[2]))
     return root
 
 
-def _discard(root: Any, op: list, codec: ValueCodec) -> Any:
+def _discard(root: Any, op: list[Any], codec: ValueCodec) -> Any:
     _set_node(root, op, codec).discard(codec.decode_key(op[2]))
     return root
 
 
-def _replace_root(root: Any, op: list, codec: ValueCodec) -> Any:
+def _replace_root(root: Any, op: list[Any], codec: ValueCodec) -> Any:
     value = codec.decode(op[1])
     if type(value) is not dict:
         raise TypeError("the root of an operation store is a dict")
     return value
 
 
-def _list(root: Any, op: list, codec: ValueCodec) -> list:
+def _list(root: Any, op: list[Any], codec: ValueCodec) -> list:
     node = _target(root, op[1], codec)
     if type(node) is not list:
         raise TypeError(f"{type(node).__name__} is not a list")
     return node
 
 
-def _set_node(root: Any, op: list, codec: ValueCodec) -> set:
+def _set_node(root: Any, op: list[Any], codec: ValueCodec) -> set[Any]:
     node = _target(root, op[1], codec)
     if type(node) is not set:
         raise TypeError(f"{type(node).__name__} is not a set")
@@ -160,15 +160,15 @@ APPLY: dict[str, _Apply] = {
 }
 
 
-def replay(records: Iterable[bytes], codec: ValueCodec, path: str) -> dict:
+def replay(records: Iterable[bytes], codec: ValueCodec, path: str) -> dict[Any, Any]:
     """The plain state after every operation of ``records`` (a fresh root ``{}`` first)."""
-    root: dict = {}
+    root: dict[Any, Any] = {}
     for number, record in enumerate(records):
         root = _apply_all(root, _parse(record, number, path), codec, number, path)
     return root
 
 
-def _parse(record: bytes, number: int, path: str) -> list:
+def _parse(record: bytes, number: int, path: str) -> list[Any]:
     try:
         ops = json.loads(record)
     except ValueError as exc:
@@ -178,7 +178,7 @@ def _parse(record: bytes, number: int, path: str) -> list:
     return ops
 
 
-def _apply_all(root: Any, ops: list, codec: ValueCodec, number: int, path: str) -> Any:
+def _apply_all(root: Any, ops: list[Any], codec: ValueCodec, number: int, path: str) -> Any:
     decode = codec.decode
     for index, op in enumerate(ops):
         try:
@@ -208,12 +208,12 @@ def _float_repr(value: float) -> str:
     return repr(value) if math.isfinite(value) else f"float({str(value)!r})"
 
 
-def _tuple_repr(value: tuple) -> str:
+def _tuple_repr(value: tuple[Any, ...]) -> str:
     inner = ", ".join(map(pyrepr, value))
     return f"({inner},)" if len(value) == 1 else f"({inner})"
 
 
-def _set_repr(value: set) -> str:
+def _set_repr(value: set[Any]) -> str:
     return "{" + ", ".join(map(pyrepr, value)) + "}" if value else "set()"
 
 
@@ -250,11 +250,11 @@ def _tagged_repr(value: TaggedValue) -> str:
     return f"TaggedValue({value.tag!r}, {pyrepr(data)})"
 
 
-def _where(path: list, codec: ValueCodec) -> str:
+def _where(path: list[Any], codec: ValueCodec) -> str:
     return "store" + "".join(f"[{pyrepr(codec.decode_key(step))}]" for step in path)
 
 
-def _source(op: list, codec: ValueCodec) -> str:
+def _source(op: list[Any], codec: ValueCodec) -> str:
     code = op[0]
     if code == "root":
         return f"store = {pyrepr(codec.decode(op[1]))}"

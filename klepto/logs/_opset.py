@@ -10,7 +10,7 @@ from klepto.logs._opnodes import KINDS, _Node
 __all__ = ["StoreSet"]
 
 
-class StoreSet(_Node, MutableSet):
+class StoreSet(_Node, MutableSet[Any]):
     """A set in an operation store: ``add``, ``discard`` and ``clear`` are logged (and so
     ``remove``, ``pop``, ``update`` and the in-place operators). Elements are plain hashable
     values; adding an element already present, or discarding an absent one, logs nothing."""
@@ -26,11 +26,11 @@ class StoreSet(_Node, MutableSet):
     def __len__(self) -> int:
         return len(self._data)
 
-    def _klepto_plain(self) -> set:
+    def _klepto_plain(self) -> set[Any]:
         return set(self._data)
 
     @classmethod
-    def _from_iterable(cls, iterable: Iterable[Any]) -> set:
+    def _from_iterable(cls, iterable: Iterable[Any]) -> set[Any]:
         return set(iterable)  # s | t and friends give plain sets, as on a frozenset view
 
     def add(self, value: Any) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import Any
 
 from klepto.records import RecordFile
 
@@ -27,7 +28,7 @@ _encoder = json.JSONEncoder(
 )
 
 
-def dumps(ops: list) -> bytes:
+def dumps(ops: list[Any]) -> bytes:
     return _encoder.encode(ops).encode("ascii")
 
 
@@ -40,7 +41,7 @@ class Writer:
 
     def __init__(self, file: RecordFile, batch: int | None) -> None:
         self.file = file
-        self.pending: list[tuple] = []
+        self.pending: list[tuple[Any, ...]] = []
         self.batch = batch_size(batch)
 
     def commit(self) -> bool:

@@ -163,7 +163,7 @@ class BranchLog:
     def __repr__(self) -> str:
         return f"BranchLog({self.archive!s}, namespace={self.namespace!r})"
 
-    def __reduce__(self) -> tuple:
+    def __reduce__(self) -> tuple[Any, ...]:
         # Archives pickle as their location, so a log travels to worker processes.
         return (_reopen, (self.archive, self.namespace, self._clock, self._every))
 

@@ -101,8 +101,8 @@ class Transactional:
 
     def __init__(
         self,
-        checkpoints: str | os.PathLike | Any = "transactional",
-        log: str | os.PathLike | Any | None = None,
+        checkpoints: str | os.PathLike[str] | Any = "transactional",
+        log: str | os.PathLike[str] | Any | None = None,
         *,
         name: str = "default",
         serializer: str | None = "dill",
@@ -387,7 +387,7 @@ class Transactional:
             )
         return None, ()
 
-    def _unseal(self, blob: bytes, where: dict) -> bytes:
+    def _unseal(self, blob: bytes, where: dict[Any, Any]) -> bytes:
         """The serialized payload of ``blob`` after its checksum (and signature) checks."""
         payload, flags = unseal(blob, key=self._packer.key, where=where)
         if flags & COMPRESSED:
@@ -395,7 +395,12 @@ class Transactional:
         return payload
 
     def _finish(
-        self, found: CheckpointRecord | None, damaged: tuple, applied: int, last: int, created=False
+        self,
+        found: CheckpointRecord | None,
+        damaged: tuple[Any, ...],
+        applied: int,
+        last: int,
+        created=False,
     ) -> None:
         gen = found.gen if found else 0
         seq = found.seq if found else 0
@@ -414,7 +419,7 @@ class Transactional:
     def _recover_fold(
         self,
         found: CheckpointRecord | None,
-        damaged: tuple,
+        damaged: tuple[Any, ...],
         create: Callable[[], Any] | None,
         apply: Callable[[Any, Any], Any],
     ) -> Any:
@@ -437,7 +442,7 @@ class Transactional:
         return state
 
     def _recover_in_place(
-        self, found: CheckpointRecord | None, damaged: tuple, handler: Callable
+        self, found: CheckpointRecord | None, damaged: tuple[Any, ...], handler: Callable[..., Any]
     ) -> Any:
         if found is None:
             raise NoCheckpointError(f"no checkpoint of {self._name!r} to recover from")
@@ -452,9 +457,9 @@ class Transactional:
     def _recover_streams(
         self,
         found: CheckpointRecord | None,
-        damaged: tuple,
-        checkpoint_handler: Callable,
-        log_handler: Callable,
+        damaged: tuple[Any, ...],
+        checkpoint_handler: Callable[..., Any],
+        log_handler: Callable[..., Any],
     ) -> Any:
         if found is None:
             raise NoCheckpointError(f"no checkpoint of {self._name!r} to recover from")
@@ -484,8 +489,8 @@ class SimpleTransactional(Transactional):
 
     def __init__(
         self,
-        checkpoint: str | os.PathLike = "transactional.cpt",
-        log: str | os.PathLike = "transactional.log",
+        checkpoint: str | os.PathLike[str] = "transactional.cpt",
+        log: str | os.PathLike[str] = "transactional.log",
         picklemode: int = 0,
         pickleprotocol: int | None = None,
         **options: Any,

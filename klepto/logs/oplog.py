@@ -114,10 +114,10 @@ class StoreRoot(StoreDict):
 
     def __init__(
         self,
-        path: str | os.PathLike,
+        path: str | os.PathLike[str],
         mode: str = "a",
         *,
-        initial_data: dict | None = None,
+        initial_data: dict[Any, Any] | None = None,
         type_handlers: Iterable[TypeHandler] | None = None,
         batch: int | None = 1,
         durability: str = "flush",
@@ -154,7 +154,7 @@ class StoreRoot(StoreDict):
         self._pending = writer.pending  # the same list: the containers append to it
         self._limit = writer.batch  # commit when this many are pending (no limit in a block)
         self._codec = codec
-        self._txn: dict[int, tuple] | None = None
+        self._txn: dict[int, tuple[Any, ...]] | None = None
         self._layout = 0
         self._closed = False
         self._location = location
@@ -193,14 +193,14 @@ class StoreRoot(StoreDict):
         """How many operations wait for the next commit."""
         return len(self._writer.pending)
 
-    def _path(self) -> tuple:
+    def _path(self) -> tuple[Any, ...]:
         return ()
 
     def __repr__(self) -> str:
         return f"<StoreRoot {self._location!r} {self._data!r}>"
 
     # --- the engine the containers call ---------------------------------------------------
-    def _logged(self, op: tuple) -> None:
+    def _logged(self, op: tuple[Any, ...]) -> None:
         pending = self._pending
         pending.append(op)
         if len(pending) >= self._limit:
@@ -213,7 +213,7 @@ class StoreRoot(StoreDict):
         if id(node) not in saved:
             saved[id(node)] = (node, node._data.copy(), getattr(node, "_nodes", 0))
 
-    def _undo(self, saved: dict[int, tuple], mark: int) -> None:
+    def _undo(self, saved: dict[int, tuple[Any, ...]], mark: int) -> None:
         """Put every container changed since the transaction began back as it was."""
         added: list[_Node] = []
         removed: list[_Node] = []
@@ -260,7 +260,7 @@ class StoreRoot(StoreDict):
             return
         writer = self._writer
         mark = len(writer.pending)
-        saved: dict[int, tuple] = {}
+        saved: dict[int, tuple[Any, ...]] = {}
         self._txn = saved
         self._limit = NO_LIMIT
         try:
@@ -336,7 +336,7 @@ def create_file_store(
     ext: str = ".oplog",
     prefix: str = "oplog/",
     truncate: bool = False,
-    initial_data: dict | None = None,
+    initial_data: dict[Any, Any] | None = None,
     *,
     type_handlers: Iterable[TypeHandler] | None = None,
     batch: int | None = 1,
@@ -365,7 +365,7 @@ def open_file_store(
     ext: str = ".oplog",
     prefix: str = "oplog/",
     *,
-    initial_data: dict | None = None,
+    initial_data: dict[Any, Any] | None = None,
     type_handlers: Iterable[TypeHandler] | None = None,
     batch: int | None = 1,
     durability: str = "flush",
@@ -383,11 +383,11 @@ def open_file_store(
 
 
 def safe_load(
-    path: str | os.PathLike,
+    path: str | os.PathLike[str],
     *,
     type_handlers: Iterable[TypeHandler] | None = None,
     unknown: str = "error",
-) -> dict:
+) -> dict[Any, Any]:
     """The store's state as plain Python objects, by parsing its operations (no code runs).
 
     Values written through a tagged type handler need that handler here; ``unknown='keep'``
@@ -403,7 +403,7 @@ def safe_load(
 load = safe_load
 
 
-def compact(src: str | os.PathLike, dst: str | os.PathLike | None = None) -> None:
+def compact(src: str | os.PathLike[str], dst: str | os.PathLike | None = None) -> None:
     """Rewrite the store ``src`` as one snapshot operation, into ``dst`` (default: in place).
 
     Both are atomic (the old file stays whole until the new one replaces it); values of
@@ -427,7 +427,7 @@ def compact(src: str | os.PathLike, dst: str | os.PathLike | None = None) -> Non
     write_records(dst, [record], metadata=METADATA, level=LEVEL)
 
 
-def export(src: str | os.PathLike, dst: str | os.PathLike, *, format: str = "jsonl") -> int:
+def export(src: str | os.PathLike[str], dst: str | os.PathLike, *, format: str = "jsonl") -> int:
     """Write the operations of the store ``src`` to ``dst`` as text; the number of lines.
 
     ``format='jsonl'``: one stored operation per line (JSON, for tools). ``format='py'``:
