@@ -64,7 +64,9 @@ class Plan:
         kept = [i for i, p in enumerate(positional) if p.name not in ignored and i not in ignored]
         self._kept = None if len(kept) == self.nparams else tuple(kept)
         self._surplus_ignored = frozenset(
-            i for i in ignored if isinstance(i, numbers.Integral) and i >= self.nparams
+            i
+            for i in ignored
+            if isinstance(i, numbers.Integral) and i >= self.nparams  # type: ignore[operator]
         )
         kwonly = [p for p in params if p.kind is p.KEYWORD_ONLY]
         self._kwonly = {p.name: (MISSING if p.default is p.empty else p.default) for p in kwonly}
@@ -85,7 +87,7 @@ class Plan:
         self._args_only = self._args_only and not self._surplus_ignored
         self._by_keyword = _keyword_tails(positional, self._positions) if simple else {}
 
-    def __call__(self, args: tuple[Any, ...], kwds: dict[Any, Any]) -> tuple:
+    def __call__(self, args: tuple[Any, ...], kwds: dict[Any, Any]) -> tuple[Any, ...]:
         if not kwds:
             if len(args) == self.fast_arity or self._args_only:
                 return args
@@ -99,7 +101,7 @@ class Plan:
                     pass  # some other keyword: bind properly
         return self._bind(args, kwds)
 
-    def _bind(self, args: tuple[Any, ...], kwds: dict[Any, Any]) -> tuple:
+    def _bind(self, args: tuple[Any, ...], kwds: dict[Any, Any]) -> tuple[Any, ...]:
         nparams, nargs = self.nparams, len(args)
         values = list(self._defaults)
         values[: min(nargs, nparams)] = args[:nparams]
@@ -139,7 +141,7 @@ class Plan:
             if kwonly[name] is MISSING:
                 raise TypeError(f"{self.name}() missing required keyword argument {name!r}")
 
-    def _surplus(self, args: tuple[Any, ...]) -> tuple:
+    def _surplus(self, args: tuple[Any, ...]) -> tuple[Any, ...]:
         surplus = args[self.nparams :]
         ignored = self._surplus_ignored
         if not ignored:
@@ -208,4 +210,4 @@ def plan_call(func: Callable[..., Any], ignore: Iterable[Any] | str | int = ()) 
             inspect.Parameter("kwds", inspect.Parameter.VAR_KEYWORD),
         ]
     name = getattr(func, "__qualname__", None) or getattr(func, "__name__", "function")
-    return Plan(params, ignored, keep_surplus, keep_extras, name=name)
+    return Plan(params, ignored, keep_surplus, keep_extras, name=str(name))

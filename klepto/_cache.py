@@ -146,7 +146,7 @@ class _CacheDecorator:
     def __call__(self, user_function: classmethod[_T, P, R]) -> classmethod[_T, P, R]: ...
 
     @overload
-    def __call__(self, user_function: staticmethod[P, R]) -> staticmethod[P, R]: ...
+    def __call__(self, user_function: staticmethod[P, R]) -> staticmethod[P, R]: ...  # type: ignore[overload-overlap]
 
     @overload
     def __call__(self, user_function: Callable[P, R]) -> Memoized[P, R]: ...
@@ -187,11 +187,12 @@ class _CacheDecorator:
         return Memo(user_function, **kwds)
 
     def __get__(self, obj: Any, objtype: Any = None) -> Callable[..., Any]:
-        return functools.partial(self.__call__, obj)
+        call: Callable[..., Any] = self.__call__
+        return functools.partial(call, obj)
 
     def __reduce__(self) -> tuple[Any, ...]:
         state = self.__state__
-        args = (state["maxsize"], state["cache"], state["keymap"], state["ignore"])
+        args: tuple[Any, ...] = (state["maxsize"], state["cache"], state["keymap"], state["ignore"])
         args += (state["tol"], state["deep"], state["purge"])
         options = {k: v for k, v in self.__options__.items() if v != _DEFAULT_OPTIONS[k]}
         if not options:

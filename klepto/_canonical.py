@@ -106,7 +106,7 @@ def freeze_items(values: Any) -> list[Any]:
     return out
 
 
-def _freeze_tuple(value: tuple[Any, ...]) -> tuple:
+def _freeze_tuple(value: tuple[Any, ...]) -> tuple[Any, ...]:
     frozen = freeze_items(value)
     # A hashable tuple is its own frozen form: keep it (callers test freezing by identity).
     return value if all(map(operator.is_, frozen, value)) else tuple(frozen)
@@ -128,7 +128,7 @@ def _freeze_set(value: Any) -> frozenset[Any]:
     return frozenset(freeze_items(value))
 
 
-def _freeze_frozenset(value: frozenset[Any]) -> frozenset:
+def _freeze_frozenset(value: frozenset[Any]) -> frozenset[Any]:
     frozen = freeze_items(value)
     return value if all(map(operator.is_, frozen, value)) else frozenset(frozen)
 
@@ -146,7 +146,12 @@ _FREEZERS: dict[type, Callable[[Any], Any]] = {
 def _freeze_other(value: Any) -> Any:
     """Subclasses of the built-in containers, numpy arrays and dataclasses."""
     kind = type(value)
-    for base, freezer in ((list, _freeze_list), (dict, _freeze_dict), (tuple, _freeze_tuple)):
+    containers: tuple[tuple[type, Callable[[Any], Any]], ...] = (
+        (list, _freeze_list),
+        (dict, _freeze_dict),
+        (tuple, _freeze_tuple),
+    )
+    for base, freezer in containers:
         if isinstance(value, base):
             return freezer(value)
     if isinstance(value, (set, frozenset)):
@@ -349,7 +354,7 @@ def _global_name(value: Any) -> str:
     return f"{type(value).__module__}.{value.__reduce__()}"
 
 
-_BASES = (bool, int, float, complex, str, bytes, tuple, frozenset)
+_BASES: tuple[Any, ...] = (bool, int, float, complex, str, bytes, tuple, frozenset)
 
 
 def _encode_subclass_or_fail(value: Any, out: bytearray) -> None:

@@ -162,7 +162,7 @@ def _copy_into(copy_archive: Any, source: Any, target: Any, bar: ProgressBar) ->
         target.update(source)
         bar(len(source), len(source))
         return len(source)
-    return copy_archive(source, target, progress=bar)
+    return copy_archive(source, target, progress=bar)  # type: ignore[no-any-return]
 
 
 def migrate(args: argparse.Namespace) -> int:

@@ -101,7 +101,7 @@ else:  # pragma: no cover - Windows
             os.lseek(fd, offset, os.SEEK_SET)
             return os.read(fd, size)
 
-    def _pwrite_once(fd: int, data: memoryview, offset: int) -> int:
+    def _pwrite_once(fd: int, data: memoryview, offset: int) -> int:  # type: ignore[misc]
         with _SEEK_GUARD:
             os.lseek(fd, offset, os.SEEK_SET)
             return os.write(fd, data)
@@ -250,7 +250,7 @@ class InterProcessLock:
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(
+        self.__init__(  # type: ignore[misc]
             state["path"],
             timeout=state["timeout"],
             mode=state["mode"],

@@ -116,7 +116,7 @@ def _function_spec(function: FunctionType) -> _FunctionSpec:
         and entry[2] is function.__defaults__
         and entry[3] is function.__kwdefaults__
     ):
-        return entry[4]
+        return entry[4]  # type: ignore[no-any-return]
     spec = _build_spec(function)
     key = id(function)
 
@@ -135,7 +135,7 @@ def _base_function(target: Any) -> tuple[FunctionType, bool] | None:
     if isinstance(target, FunctionType):
         return target, False
     if isinstance(target, type):
-        initializer = target.__init__
+        initializer = target.__init__  # type: ignore[misc]
         return (initializer, True) if isinstance(initializer, FunctionType) else None
     if not isinstance(target, MethodType):
         if not callable(target):
@@ -331,7 +331,7 @@ def _ignore_mask(ignored: Any) -> _Mask | None:
         return _build_mask(ignored)
 
 
-def _key_signature(func: Any) -> tuple[tuple[str, ...], dict[Any, Any], tuple[str, ...]] | None:
+def _key_signature(func: Any) -> tuple[tuple[str, ...], dict[str, Any], tuple[str, ...]] | None:
     """Return ``(names, defaults, keyword_only)`` as ``_keygen`` needs them, or None."""
     kind = type(func)
     if kind is FunctionType:  # the common case: no partial, no binding
@@ -358,7 +358,7 @@ def _is_method_call(func: Any, args: tuple[Any, ...]) -> bool:
     return getattr(attribute, "__self__", None) is args[0]
 
 
-def _masked_names(mask: _Mask, names: tuple[str, ...]) -> tuple[set[Any], set]:
+def _masked_names(mask: _Mask, names: tuple[str, ...]) -> tuple[set[Any], set[Any]]:
     """Cross-reference ignored names and positions over the parameter list."""
     ignored_names, positions = set(mask.names), set(mask.positions)
     for index, name in enumerate(names):
@@ -370,7 +370,7 @@ def _masked_names(mask: _Mask, names: tuple[str, ...]) -> tuple[set[Any], set]:
 
 
 def _masked_key(
-    func: Any, mask: _Mask, signature_: tuple[Any, ...], args: tuple, kwds: dict[Any, Any]
+    func: Any, mask: _Mask, signature_: tuple[Any, ...], args: tuple[Any, ...], kwds: dict[Any, Any]
 ) -> tuple[tuple[Any, ...], dict[Any, Any]]:
     """The ``_keygen`` algorithm when some arguments are ignored."""
     names, defaults, keyword_only = signature_
@@ -416,9 +416,10 @@ def _keygen(
         spec = _function_spec(func)
         signature_ = spec.names, spec.defaults, spec.keyword_only
     else:
-        signature_ = _key_signature(func)
-        if signature_ is None:
+        found = _key_signature(func)
+        if found is None:
             return args, dict(kwds)
+        signature_ = found
     mask = _ignore_mask(ignored)
     if mask is not None:
         return _masked_key(func, mask, signature_, args, kwds)

@@ -99,7 +99,7 @@ class Memo:
         self.lock = threading.Lock()
         self._acquire, self._release = self.lock.acquire, self.lock.release
         self._insert = policy.insert
-        front = cache if isinstance(cache, _cache_front()) else None
+        front: Any = cache if isinstance(cache, _cache_front()) else None
         self._front = front
         self.ttl, self.timer = _check_ttl(ttl, cache, front), timer or time.time
         self._deadlines = front._deadlines if self.ttl is not None and front is not None else None
@@ -483,7 +483,7 @@ def _bound_get(cache: Any, front: Any) -> Callable[[Any, Any], Any]:
     """``get(key, default)`` of ``cache``; of ``front``, the dict's own (the memo checks
     deadlines itself, with its own clock)."""
     if front is not None:
-        return dict.get.__get__(front)  # type: ignore[attr-defined,no-any-return]
+        return dict.get.__get__(front)  # type: ignore[no-any-return]
     if hasattr(cache, "get"):
         return cache.get  # type: ignore[no-any-return]
     return functools.partial(_get, cache)

@@ -128,7 +128,7 @@ class LRUPolicy(Policy):
         return {"maxsize": self.maxsize, "order": list(self._order)}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["maxsize"])
+        self.__init__(state["maxsize"])  # type: ignore[misc]
         self._order.update(dict.fromkeys(state["order"]))
 
 

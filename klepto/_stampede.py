@@ -44,7 +44,7 @@ def check_mode(mode: Any) -> bool | str:
     """``mode`` if it is a valid ``stampede=`` argument, else ``ValueError``."""
     if mode not in MODES or (mode is not True and mode is not False and type(mode) is not str):
         raise ValueError(f"stampede must be True, False, 'thread' or 'process', not {mode!r}")
-    return mode  # type: ignore[no-any-return]
+    return mode
 
 
 class Flights:

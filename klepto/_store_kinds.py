@@ -41,7 +41,7 @@ def _record_metadata(where: Location) -> Any:
         return None
     from klepto.records import RecordFile
 
-    with RecordFile(where.path, "r") as file:
+    with RecordFile(where.path, "r") as file:  # type: ignore[arg-type]
         raw = file.get_metadata()
     try:
         return json.loads(raw) if raw else {}
@@ -68,7 +68,7 @@ def directory_kind(path: str | None) -> str | None:
         return None
     try:
         with open(settings, encoding="utf-8") as handle:
-            return json.load(handle)["settings"]["kind"]
+            return json.load(handle)["settings"]["kind"]  # type: ignore[no-any-return]
     except (ValueError, KeyError, TypeError):
         return "?"  # damaged: still a klepto directory, for verify to report
 
@@ -234,7 +234,7 @@ def _probe_archive(where: Location, probe: Callable[[Any, str], bool]) -> bool:
         return False
     store = underlying.open(where, True)
     try:
-        return probe(store.archive, _namespace(where))
+        return probe(store.archive, _namespace(where))  # type: ignore[attr-defined]
     finally:
         store.close()
 
@@ -252,7 +252,7 @@ def _archive_for_log(where: Location, readonly: bool) -> tuple[Any, str | None]:
     if underlying is None:
         raise UnknownStoreError(f"{where} is not an archive holding a log")
     store = underlying.open(where, readonly)
-    archive = ReadOnlyArchive(store.archive) if readonly else store.archive
+    archive = ReadOnlyArchive(store.archive) if readonly else store.archive  # type: ignore[attr-defined]
     return archive, getattr(store, "_path", None)
 
 

@@ -32,7 +32,7 @@ class ReadOnlyArchive(Archive):
     def __init__(self, inner: Any) -> None:
         super().__init__(**inner.__state__)
         self.inner = inner
-        self.kind = inner.kind
+        self.kind = inner.kind  # type: ignore[misc]
 
     def _get(self, key: Any) -> Any:
         return self.inner[key]
@@ -58,13 +58,13 @@ class ReadOnlyArchive(Archive):
         raise ReadOnlyError(f"{self.inner} is open read-only")
 
     def settings(self) -> dict[str, Any]:
-        return self.inner.settings()
+        return self.inner.settings()  # type: ignore[no-any-return]
 
     def verify(self, progress: Progress | None = None) -> Any:
         """The inner archive's verification (it knows its own storage)."""
         return verify_archive(self.inner, progress=progress)
 
-    @property
+    @property  # type: ignore[misc]
     def name(self) -> Any:
         return self.inner.name
 

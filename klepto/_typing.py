@@ -23,7 +23,9 @@ R_co = TypeVar("R_co", covariant=True)
 class Memoized(Protocol[P, R_co]):
     """A memoized function: the wrapped function's signature, plus klepto's attributes."""
 
-    __wrapped__: Callable[P, R_co]
+    @property
+    def __wrapped__(self) -> Callable[P, R_co]:
+        """The decorated function."""
 
     def __call__(self, *args: P.args, **kwds: P.kwargs) -> R_co: ...
 

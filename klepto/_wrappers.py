@@ -141,7 +141,7 @@ def _expiring_wrapper(memo: Memo) -> Callable[..., Any]:
     """
     plan, stats = memo.plan, memo.stats
     acquire, release = memo.lock.acquire, memo.lock.release
-    getitem = dict.__getitem__.__get__(memo.cache)  # type: ignore[attr-defined]
+    getitem = dict.__getitem__.__get__(memo.cache)
     deadline_of = memo._deadlines.get  # type: ignore[union-attr]
     timer = memo.timer
     fast_arity = getattr(plan, "fast_arity", -1)

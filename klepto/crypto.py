@@ -86,10 +86,10 @@ def string(object: Any, encoding: str | None = None, strict: bool | None = True)
     convert = allowed.get(encoding) if isinstance(encoding, str) else None
     if convert is not None:
         try:
-            return convert(object)
+            return convert(object)  # type: ignore[no-any-return]
         except TypeError:
             try:  # e.g. bytes('x') needs an encoding
-                return convert(object, "utf_8")
+                return convert(object, "utf_8")  # type: ignore[no-any-return]
             except TypeError:
                 pass  # classic behaviour: fall back to encoding the repr
     return repr(object).encode(encoding, _errors_mode(strict))
@@ -127,11 +127,11 @@ def pickle(object: Any, serializer: Any = None, **kwds: Any) -> str | bytes:
         return repr(object)
     module = _serializer_module(serializer)
     if not kwds:
-        return module.dumps(object)
+        return module.dumps(object)  # type: ignore[no-any-return]
     try:
-        return module.dumps(object, **kwds)
+        return module.dumps(object, **kwds)  # type: ignore[no-any-return]
     except TypeError:
-        return module.dumps(object)
+        return module.dumps(object)  # type: ignore[no-any-return]
 
 
 hash.algorithms = algorithms  # type: ignore[attr-defined]

@@ -90,7 +90,7 @@ class DillSerializer(PickleSerializer):
         self.protocol = dill.DEFAULT_PROTOCOL if protocol is None else protocol
 
     def dumps(self, obj: Any) -> bytes:
-        return self._dill.dumps(obj, protocol=self.protocol)
+        return self._dill.dumps(obj, protocol=self.protocol)  # type: ignore[no-any-return]
 
     def loads(self, data: bytes) -> Any:
         return self._dill.loads(data)
@@ -166,10 +166,10 @@ class ZstdCodec:
         self._decompressor = zstandard.ZstdDecompressor()
 
     def compress(self, data: bytes) -> bytes:
-        return self._compressor.compress(data)
+        return self._compressor.compress(data)  # type: ignore[no-any-return]
 
     def decompress(self, data: bytes) -> bytes:
-        return self._decompressor.decompress(data)
+        return self._decompressor.decompress(data)  # type: ignore[no-any-return]
 
 
 _SERIALIZERS: dict[str, Callable[..., Serializer]] = {
@@ -221,7 +221,7 @@ def get_serializer(spec: str | Serializer | None = None, **options: Any) -> Seri
         if isinstance(spec, Serializer):
             return spec
         raise TypeError(f"not a serializer: {spec!r}")
-    return _lookup(_SERIALIZERS, "serializer", spec)(**options)
+    return _lookup(_SERIALIZERS, "serializer", spec)(**options)  # type: ignore[no-any-return]
 
 
 def get_codec(spec: str | Codec | None, **options: Any) -> Codec | None:
@@ -232,12 +232,12 @@ def get_codec(spec: str | Codec | None, **options: Any) -> Codec | None:
         if isinstance(spec, Codec):
             return spec
         raise TypeError(f"not a codec: {spec!r}")
-    return _lookup(_CODECS, "codec", spec)(**options)
+    return _lookup(_CODECS, "codec", spec)(**options)  # type: ignore[no-any-return]
 
 
 def _lookup(registry: dict[Any, Any], kind: str, name: str) -> Callable[..., Any]:
     try:
-        return registry[name]
+        return registry[name]  # type: ignore[no-any-return]
     except KeyError:
         known = ", ".join(sorted(registry))
         raise ValueError(f"unknown {kind} {name!r} (known: {known})") from None

@@ -98,7 +98,7 @@ class Location:
         from sqlalchemy.engine import make_url
 
         database = make_url(self.url.split("?table=", 1)[0]).database
-        return bool(database) and database != ":memory:" and os.path.exists(database)
+        return bool(database) and database != ":memory:" and os.path.exists(database)  # type: ignore[arg-type]
 
     def __str__(self) -> str:
         return self.text

@@ -30,7 +30,7 @@ def register(front: Any) -> None:
     with _guard:
         if ident in _pending:
             return
-        _pending[ident] = weakref.ref(front, lambda _ref, ident=ident: _forget(ident))
+        _pending[ident] = weakref.ref(front, lambda _ref, ident=ident: _forget(ident))  # type: ignore[misc]
         if not _registered:
             atexit.register(flush_all)
             _registered = True

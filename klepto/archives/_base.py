@@ -148,7 +148,7 @@ class Archive(ArchivePolicies, MutableMapping):  # type: ignore[type-arg]
         """The values, leaving out expired entries and entries deleted during the walk."""
         return _LiveValues(self)
 
-    def update(self, other: Any = (), /, **kwds: Any) -> None:  # type: ignore[override]
+    def update(self, other: Any = (), /, **kwds: Any) -> None:
         """Store many items at once (in one transaction where the backend has them)."""
         self._check_open()
         if hasattr(other, "__asdict__") and not isinstance(other, Mapping):

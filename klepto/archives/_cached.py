@@ -115,7 +115,7 @@ class cache(dict[Any, Any]):
         dict.clear(self)
         self._unsaved.clear()
 
-    def __ior__(self, other: Any) -> cache:
+    def __ior__(self, other: Any) -> cache:  # type: ignore[misc]
         self.update(other)
         return self
 
@@ -131,8 +131,10 @@ class cache(dict[Any, Any]):
         was made with ``expire=``); ``expire=math.inf`` stores an entry that never expires.
         """
         seconds = getattr(self.__archive__, "expire_default", None) if expire is None else expire
-        finite = seconds is not None and seconds != float("inf")
-        self._put(key, value, self._now() + seconds if finite else None)
+        if seconds is None or seconds == float("inf"):
+            self._put(key, value, None)
+        else:
+            self._put(key, value, self._now() + seconds)
 
     def _put(self, key: Any, value: Any, deadline: float | None) -> None:
         """Store ``value`` in memory with ``deadline`` (None: never expires)."""
@@ -212,7 +214,7 @@ class cache(dict[Any, Any]):
         """The public factory named like the backend's class (``file_archive``, ...)."""
         from klepto import archives
 
-        return getattr(archives, type(self.archive).__name__)
+        return getattr(archives, type(self.archive).__name__)  # type: ignore[no-any-return]
 
     def archived(self, *on: Any) -> bool:
         """Whether a real backend is attached; ``archived(False)`` parks it, ``True`` restores."""
@@ -322,7 +324,7 @@ class cache(dict[Any, Any]):
         return f"{type(self.archive).__name__}({label}{dict.__repr__(self)}, cached=True)"
 
     def __reduce__(self) -> tuple[Any, ...]:
-        state = (dict(self), self.__archive__, self.__swap__)
+        state: tuple[Any, ...] = (dict(self), self.__archive__, self.__swap__)
         if self._deadlines:
             state += (dict(self._deadlines),)
         return (_rebuild_cache, state)
@@ -344,12 +346,12 @@ def _rebuild_cache(
 class _plain_cache(cache):
     """A ``cache`` with no backend: nothing to save, so writes skip the bookkeeping."""
 
-    __setitem__ = dict.__setitem__  # type: ignore[assignment]
-    __delitem__ = dict.__delitem__  # type: ignore[assignment]
-    update = dict.update  # type: ignore[assignment]
+    __setitem__ = dict.__setitem__
+    __delitem__ = dict.__delitem__
+    update = dict.update
     setdefault = dict.setdefault  # type: ignore[assignment]
     pop = dict.pop  # type: ignore[assignment]
-    popitem = dict.popitem  # type: ignore[assignment]
+    popitem = dict.popitem
 
     def clear(self) -> None:
         dict.clear(self)

@@ -87,10 +87,10 @@ _RENAMED = {
 }
 
 
-class _ClassicUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
+class _ClassicUnpickler(pickle._Unpickler):
     """The pure-Python unpickler, so that BUILD can swap array references for arrays."""
 
-    dispatch = dict(pickle._Unpickler.dispatch)  # type: ignore[attr-defined]
+    dispatch = dict(pickle._Unpickler.dispatch)
 
     def __init__(self, stream: Any, directory: str, where: str) -> None:
         super().__init__(stream)
@@ -109,11 +109,11 @@ class _ClassicUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
 
     def _load_build(self) -> None:
         pickle._Unpickler.load_build(self)  # type: ignore[attr-defined]
-        built = self.stack[-1]
+        built = self.stack[-1]  # type: ignore[attr-defined]
         if isinstance(built, _ArrayReference):
-            self.stack[-1] = built.read(self._directory, self._where)
+            self.stack[-1] = built.read(self._directory, self._where)  # type: ignore[attr-defined]
 
-    dispatch[pickle.BUILD[0]] = _load_build
+    dispatch[pickle.BUILD[0]] = _load_build  # type: ignore[assignment]
 
 
 def loads_classic_pickle(data: bytes, where: str, directory: str | None = None) -> Any:

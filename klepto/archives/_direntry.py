@@ -78,7 +78,7 @@ class EntryFormat:
         key_envelope = self.packer.pack(key)
         blocks: list[memoryview] = []
         if self.blocks:
-            protocol = self.packer.serializer.protocol
+            protocol = self.packer.serializer.protocol  # type: ignore[attr-defined]
             data = _dump_with_blocks(value, blocks, protocol, self.min_block)
             checks = [self._block_check(view) for view in blocks]
             table, offset = [], 0
@@ -177,7 +177,7 @@ class EntryFormat:
 
     def _unpack(self, envelope: memoryview, where: dict[Any, Any]) -> Any:
         try:
-            return self.packer.unpack(envelope, where=_place(where))
+            return self.packer.unpack(envelope, where=_place(where))  # type: ignore[arg-type]
         except (CorruptArchiveError, SignatureError):
             raise
         except CorruptionError as exc:
@@ -194,14 +194,14 @@ class EntryFormat:
             if start + nbytes > size:
                 raise CorruptArchiveError("array block truncated", **_place(where))
             if self.memmode is None:  # read straight into the array: one copy, writable
-                array = numpy.empty(shape, dtype, order=order)
+                array = numpy.empty(shape, dtype, order=order)  # type: ignore[call-overload]
                 raw = memoryview(array.reshape(-1, order=order).view(numpy.uint8))
                 if _preadinto(fd, raw, start) != nbytes:
                     raise CorruptArchiveError("array block truncated", **_place(where))
             else:
                 mode = MEMMAP_MODES[self.memmode]
                 with open(fd, "rb", buffering=0, closefd=False) as handle:
-                    array = numpy.memmap(handle, dtype, mode, start, shape, order)
+                    array = numpy.memmap(handle, dtype, mode, start, shape, order)  # type: ignore[call-overload]
                 raw = memoryview(array.reshape(-1, order=order).view(numpy.uint8))
             if raw.nbytes != nbytes or self._block_check(raw) != check:
                 raise CorruptArchiveError("array block checksum mismatch", **_place(where))
@@ -210,7 +210,7 @@ class EntryFormat:
         return load_block
 
 
-def _place(where: dict[Any, Any]) -> dict:
+def _place(where: dict[Any, Any]) -> dict[Any, Any]:
     return {"path": where.get("path"), "key": where.get("key")}
 
 
@@ -254,7 +254,7 @@ def _dump_with_blocks(value: Any, blocks: list[Any], protocol: int, min_block: i
         slow(out, protocol, blocks=found, min_block=min_block).dump(value)
         data = out.getvalue()
     blocks.extend(found)
-    return data
+    return data  # type: ignore[no-any-return]
 
 
 def _load_with_blocks(data: bytes, load_block: Callable[..., Any]) -> Any:
@@ -318,14 +318,14 @@ def _block_classes() -> tuple[type, type, type]:
     """The block picklers (C and dill) and unpickler; built on first use (dill loads lazily)."""
     import dill
 
-    class DillBlockPickler(_BlockMixin, dill.Pickler):
+    class DillBlockPickler(_BlockMixin, dill.Pickler):  # type: ignore[misc]
         def __init__(
             self, file: io.BytesIO, protocol: int, *, blocks: list[Any], min_block: int
         ) -> None:
             super().__init__(file, protocol=protocol)
             self._start_blocks(blocks, min_block)
 
-    class BlockUnpickler(dill.Unpickler):
+    class BlockUnpickler(dill.Unpickler):  # type: ignore[misc]
         """Reads what the block picklers wrote, building arrays from their blocks."""
 
         def __init__(self, file: io.BytesIO, load_block: Callable[..., Any]) -> None:

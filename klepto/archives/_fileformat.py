@@ -126,7 +126,7 @@ class EntryCodec:
             kind, stored, key_length = _SET_HEAD.unpack_from(record)
             start = _SET_HEAD.size + key_length
             if kind in (SET, REPLACE) and stored == digest and record[start : start + 4] == _PLAIN:
-                payload = self._loads(memoryview(record)[start + _ENVELOPE_HEAD :])
+                payload = self._loads(memoryview(record)[start + _ENVELOPE_HEAD :])  # type: ignore[arg-type]
                 if type(payload) is tuple and len(payload) == 2 and payload[0] == digest.hex():
                     return payload[1]
         return self.value(record, digest, {"path": path, "offset": offset or None, "key": key})
@@ -174,9 +174,9 @@ def _unpack(packer: Packer, envelope: memoryview, where: dict[Any, Any]) -> Any:
         # envelope's own checksum (and copying the payload for it) would only repeat that.
         payload = envelope[_ENVELOPE_HEAD:]
         serializer = packer.serializer
-        return serializer.loads(payload if serializer.name in _BUFFER_LOADERS else bytes(payload))
+        return serializer.loads(payload if serializer.name in _BUFFER_LOADERS else bytes(payload))  # type: ignore[arg-type]
     try:
-        return packer.unpack(envelope, where=where)
+        return packer.unpack(envelope, where=where)  # type: ignore[arg-type]
     except (CorruptArchiveError, SignatureError):
         raise
     except CorruptionError as exc:

@@ -49,7 +49,7 @@ class Table:
 
     __slots__ = ("hi", "lo", "off", "rec")
 
-    def __init__(self, hi: array[Any], lo: array, rec: array, off: array) -> None:
+    def __init__(self, hi: array[Any], lo: array[Any], rec: array[Any], off: array) -> None:  # type: ignore[type-arg]
         self.hi, self.lo, self.rec, self.off = hi, lo, rec, off
 
     @classmethod
@@ -118,7 +118,7 @@ class Table:
         return cls(*columns)
 
 
-def _swapped(column: array[Any]) -> array:  # pragma: no cover - big-endian hosts only
+def _swapped(column: array[Any]) -> array[Any]:  # pragma: no cover - big-endian hosts only
     copy = array("Q", column)
     copy.byteswap()
     return copy
@@ -170,7 +170,7 @@ def _without_tombs(table: Table) -> Table:
     return Table(*(array("Q", (column[i] for i in keep)) for column in _columns(table)))
 
 
-def _columns(table: Table) -> tuple[array[Any], array, array, array]:
+def _columns(table: Table) -> tuple[array[Any], array[Any], array[Any], array]:  # type: ignore[type-arg]
     return table.hi, table.lo, table.rec, table.off
 
 

@@ -71,7 +71,7 @@ class FileStore:
             raise
 
     def metadata(self) -> bytes | None:
-        return _wrap(self.main.get_metadata, self.path)
+        return _wrap(self.main.get_metadata, self.path)  # type: ignore[no-any-return]
 
     # --- catching up ----------------------------------------------------------------------
     def _load(self) -> None:
@@ -148,8 +148,8 @@ class FileStore:
         number, offset = found
         try:
             if offset:
-                return self.main.record_in_frame(number, offset)
-            return self.main[number]
+                return self.main.record_in_frame(number, offset)  # type: ignore[return-value]
+            return self.main[number]  # type: ignore[no-any-return]
         except CorruptionError as exc:
             raise _archive_error(exc, self.path, f"record {number}", key) from exc
 
@@ -313,7 +313,7 @@ def _renumbered(merged: Table, order: list[int], fresh: Any) -> Table:
 
 
 def _digest(table: Table, i: int) -> bytes:
-    return table.hi[i].to_bytes(8, "big") + table.lo[i].to_bytes(8, "big")
+    return table.hi[i].to_bytes(8, "big") + table.lo[i].to_bytes(8, "big")  # type: ignore[no-any-return]
 
 
 def _copy_bytes(source: Any, out: Any, size: int) -> None:

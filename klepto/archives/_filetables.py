@@ -135,10 +135,10 @@ class IndexFile:
             numbers = [
                 records.append(t.encode()) if n is None else n for t, n in zip(tables, numbers)
             ]
-            meta = _metadata(numbers, point, live, dead, garbage)
+            meta = _metadata(numbers, point, live, dead, garbage)  # type: ignore[arg-type]
             records.set_metadata(json.dumps(meta).encode())
             records.commit()
-        self._remember(tables, numbers, point, live, dead, meta)
+        self._remember(tables, numbers, point, live, dead, meta)  # type: ignore[arg-type]
 
     def replace(self, tables: list[Table], point: CommitPoint, live: int, dead: int) -> None:
         """Write a new index file holding just ``tables`` and publish it atomically."""
@@ -149,7 +149,15 @@ class IndexFile:
             fresh.set_metadata(json.dumps(meta).encode())
         self._remember(tables, numbers, point, live, dead, meta)
 
-    def _remember(self, tables: list[Table], numbers: list[int], point, live, dead, meta) -> None:
+    def _remember(
+        self,
+        tables: list[Table],
+        numbers: list[int],
+        point: Any,
+        live: int,
+        dead: int,
+        meta: dict[Any, Any],
+    ) -> None:
         self._tables = dict(zip(numbers, tables))
         self._numbers = {id(t): n for n, t in zip(numbers, tables)}
         self._meta = meta

@@ -86,7 +86,7 @@ def _dir_checks(archive: Any) -> list[tuple[str, _Check]]:
     for name in _dirio.entry_names(root):
         path = os.path.join(root, name)
         where = {"path": path, "digest": name[len(_dirio.ENTRY_PREFIX) :]}
-        checks.append((path, lambda p=path, w=where: archive._read(p, w, item=True)))
+        checks.append((path, lambda p=path, w=where: archive._read(p, w, item=True)))  # type: ignore[misc]
     return checks
 
 
@@ -105,7 +105,7 @@ def _sql_checks(archive: Any) -> list[tuple[str, _Check]]:
 
 def _generic_checks(archive: Any) -> list[tuple[str, _Check]]:
     location = _location(archive)
-    return [(f"{location}, key {key!r}", lambda k=key: archive[k]) for key in list(archive)]
+    return [(f"{location}, key {key!r}", lambda k=key: archive[k]) for key in list(archive)]  # type: ignore[misc]
 
 
 def _file_checks(archive: Any) -> list[tuple[str, _Check]]:
@@ -149,7 +149,7 @@ def verify_archive(archive: Any, *, progress: Progress | None = None) -> Archive
     backend = _backend(archive)
     own = getattr(backend, "verify", None)
     if callable(own):
-        return own(progress=progress)
+        return own(progress=progress)  # type: ignore[no-any-return]
     report = ArchiveReport(_location(backend), backend.kind)
     enumerate_checks = ENTRY_CHECKS.get(backend.kind, _generic_checks)
     try:

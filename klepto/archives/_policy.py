@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable, ItemsView, Iterable, Iterator, ValuesView
+from collections.abc import Callable, ItemsView, Iterable, Iterator, Mapping, ValuesView
 from typing import TYPE_CHECKING, Any, SupportsIndex
 
 from klepto._keylocks import FileKeyLocks, KeyLocks
@@ -292,11 +292,15 @@ def _configured(reduced: Any, policies: dict[str, Any]) -> Archive:
     return archive
 
 
-class _LiveItems(ItemsView):  # type: ignore[type-arg]
+class _LiveItems(ItemsView[Any, Any]):
     """``items()`` of an archive: only entries still there, and not expired, when reached."""
 
+    def __init__(self, archive: Mapping[Any, Any]) -> None:
+        super().__init__(archive)
+        self._archive = archive
+
     def __iter__(self) -> Iterator[tuple[Any, Any]]:
-        archive = self._mapping
+        archive = self._archive
         for key in archive:
             try:
                 yield key, archive[key]
@@ -304,11 +308,15 @@ class _LiveItems(ItemsView):  # type: ignore[type-arg]
                 continue
 
 
-class _LiveValues(ValuesView):  # type: ignore[type-arg]
+class _LiveValues(ValuesView[Any]):
     """``values()`` of an archive, as :class:`_LiveItems`."""
 
+    def __init__(self, archive: Mapping[Any, Any]) -> None:
+        super().__init__(archive)
+        self._archive = archive
+
     def __iter__(self) -> Iterator[Any]:
-        archive = self._mapping
+        archive = self._archive
         for key in archive:
             try:
                 yield archive[key]

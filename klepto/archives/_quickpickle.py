@@ -44,7 +44,7 @@ class QuickDillSerializer(DillSerializer):
         except Exception:
             data = None
         if data is None or _MAIN in data:
-            return self._dill.dumps(obj, protocol=self.protocol)
+            return self._dill.dumps(obj, protocol=self.protocol)  # type: ignore[no-any-return]
         return data
 
     def loads(self, data: bytes) -> Any:

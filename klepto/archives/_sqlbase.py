@@ -325,7 +325,7 @@ class SqlArchive(Archive):
         from klepto.archives._sqlsize import entry_sizes
 
         schema, _, _ = self._ready()
-        return entry_sizes(self._connector, schema)  # type: ignore[return-value]
+        return entry_sizes(self._connector, schema)
 
     def _entry_handle(self, key: Any) -> str:
         _, codec, _ = self._ready()
@@ -439,7 +439,7 @@ class SqlArchive(Archive):
         self.close()
         if self._connector.backend == "sqlite":
             if not self._is_memory():
-                _sqlengine.remove_sqlite_file(self._url.database)
+                _sqlengine.remove_sqlite_file(self._url.database)  # type: ignore[arg-type]
                 self._remove_lock_file()
         else:
             _sqlengine.drop_database(self._url, self._config)
@@ -454,9 +454,9 @@ _EMPTY = object()
 
 
 def _rebuild(cls: type, location: tuple[Any, ...], kwds: dict[str, Any], rows: Any) -> SqlArchive:
-    archive = cls.__new__(cls)
+    archive = cls.__new__(cls)  # type: ignore[call-overload]
     database, table = location
     archive._setup(database, table, dict(kwds), lazy=rows is None)
     if rows:
         archive._put_raw_rows(rows)
-    return archive
+    return archive  # type: ignore[no-any-return]

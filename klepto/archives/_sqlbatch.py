@@ -32,7 +32,7 @@ def _select_in(schema: Schema, size: int) -> Compiled:
     compiled = _COMPILED.get(cache_key)
     if compiled is None:
         data = schema.data
-        digests = [sa.bindparam(f"d{i}") for i in range(size)]
+        digests: list[Any] = [sa.bindparam(f"d{i}") for i in range(size)]
         statement = sa.select(data.c.kdigest, data.c.vbytes).where(data.c.kdigest.in_(digests))
         compiled = _COMPILED[cache_key] = schema.compile(statement)
     return compiled

@@ -50,9 +50,9 @@ class PlainSerializer:
                 f"not {type(obj).__qualname__}"
             )
         if tag == b"b":
-            return tag + obj
+            return tag + obj  # type: ignore[no-any-return]
         if tag == b"s":
-            return tag + obj.encode("utf-8", "surrogatepass")
+            return tag + obj.encode("utf-8", "surrogatepass")  # type: ignore[no-any-return]
         return tag + repr(int(obj) if tag == b"?" else obj).encode("ascii")
 
     def loads(self, data: bytes) -> Any:
@@ -67,7 +67,7 @@ class PlainSerializer:
         }
         if tag not in decoders:
             raise ValueError(f"not a plain value (tag {tag!r})")
-        return decoders[tag](body)
+        return decoders[tag](body)  # type: ignore[operator]
 
     def settings(self) -> dict[str, Any]:
         return {"serializer": self.name}
@@ -138,14 +138,14 @@ class RowCodec:
             elif tag == _PACKED_KEY:
                 key = self.packer.unpack(body, where=where)
             else:
-                raise CorruptionError("unknown key format", **where)
+                raise CorruptionError("unknown key format", **where)  # type: ignore[arg-type]
         except CorruptionError as exc:
             named = _named(exc)
             if named is exc:
                 raise
             raise named from exc
         if stable_hash(key) != digest:
-            raise CorruptArchiveError("stored key does not match its digest", **where)
+            raise CorruptArchiveError("stored key does not match its digest", **where)  # type: ignore[arg-type]
         return key
 
     def unpack_value(self, blob: bytes, key: Any, digest: str | None = None) -> Any:
@@ -225,4 +225,4 @@ def encode_settings(settings: dict[str, Any]) -> str:
 
 
 def decode_settings(text: str) -> dict[str, Any]:
-    return json.loads(text)
+    return json.loads(text)  # type: ignore[no-any-return]

@@ -166,7 +166,7 @@ class Connector:
             if writer is not None:
                 writer.close()  # an invalidated connection: return it to the pool as such
             state.writer = state.engine.connect()
-        return state.writer
+        return state.writer  # type: ignore[return-value]
 
     def _read_connection(self, state: _ProcessState) -> Any:
         """The DBAPI connection for a read: the writer's inside a transaction or on SQLite."""
@@ -271,7 +271,7 @@ class Connector:
     def _wrap(self, state: _ProcessState, exc: Exception, sql: str, conn: Any, cur: Any) -> Any:
         """The SQLAlchemy (or klepto) exception for a driver error; drop dead connections."""
         dialect = state.engine.dialect
-        disconnect = dialect.is_disconnect(exc, conn, cur)
+        disconnect = dialect.is_disconnect(exc, conn, cur)  # type: ignore[arg-type]
         if disconnect:
             log.warning("lost the connection to %s; reconnecting on next use", self)
             for attribute in ("reader", "writer"):
@@ -329,7 +329,7 @@ def _sqlite_begin(conn: Connection) -> None:
     # IMMEDIATE takes the write lock up front (waiting up to the busy timeout), so a
     # transaction that reads before it writes can never fail with SQLITE_BUSY mid-way.
     # Sent to the driver directly: it is on every write's path.
-    conn.connection.dbapi_connection.execute("BEGIN IMMEDIATE")
+    conn.connection.dbapi_connection.execute("BEGIN IMMEDIATE")  # type: ignore[union-attr]
 
 
 def _create_private_file(path: str | None) -> None:

@@ -110,7 +110,7 @@ class Compiled:
             return values
         if len(self.names) == 1:
             return (values[self.names[0]],)
-        return self._ordered(values)
+        return self._ordered(values)  # type: ignore[misc,no-any-return]
 
     def bind_digest(self, digest: str) -> tuple[Any, ...] | dict[str, Any]:
         """Parameters for a statement whose only parameter is ``kdigest`` (the hot path)."""
@@ -244,12 +244,12 @@ class Schema:
     @cached_property
     def upsert(self) -> Compiled | None:
         build = UPSERTS.get(self.dialect.name)
-        return self.compile(build(self.data)) if build else None
+        return self.compile(build(self.data)) if build else None  # type: ignore[arg-type]
 
     @cached_property
     def insert_new(self) -> Compiled | None:
         build = INSERTS_IF_ABSENT.get(self.dialect.name)
-        return self.compile(build(self.data)) if build else None
+        return self.compile(build(self.data)) if build else None  # type: ignore[arg-type]
 
     @cached_property
     def insert(self) -> Compiled:

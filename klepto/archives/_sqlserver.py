@@ -98,7 +98,7 @@ def is_deadlock(exc: BaseException) -> bool:
     if getattr(orig, "sqlstate", None) in _DEADLOCK_STATES:
         return True
     args = getattr(orig, "args", ())
-    return bool(args) and args[0] in _DEADLOCK_CODES
+    return bool(args) and args[0] in _DEADLOCK_CODES  # type: ignore[misc]
 
 
 def connection_error(url: URL, exc: BaseException, note: str = "") -> StoreConnectionError:

@@ -106,7 +106,9 @@ class dir_archive(Archive):
             fast=fast,
         )
 
-    def _open_settings(self, asked: dict[Any, Any], fast: bool, key: Any) -> tuple[dict, Packer]:
+    def _open_settings(
+        self, asked: dict[Any, Any], fast: bool, key: Any
+    ) -> tuple[dict[Any, Any], Packer]:
         """The archive's settings (recorded now if it is new) and the packer they call for.
 
         Everything is validated before anything is recorded, so a failed open never leaves
@@ -253,7 +255,7 @@ class dir_archive(Archive):
                 continue
             item = self._read_claim(claim, path, {"path": path, "digest": name[2:]}, item=True)
             if item is not _ABSENT:
-                return item
+                return item  # type: ignore[no-any-return]
         raise KeyError("popitem(): archive is empty")
 
     def _add(self, key: Any, value: Any) -> bool:
@@ -420,7 +422,7 @@ class dir_archive(Archive):
 
 
 def _reopen(cls: type, root: str, options: dict[str, Any]) -> dir_archive:
-    return cls(root, **options)
+    return cls(root, **options)  # type: ignore[no-any-return]
 
 
 def _packer(settings: dict[str, Any], key: bytes | None, safe: bool) -> Packer:
@@ -444,5 +446,5 @@ def _effective_fast(settings: dict[str, Any], fast: bool | None, memmode: str | 
 
 def _classic_protocol(settings: dict[str, Any]) -> int | str | None:
     if settings["serializer"] in ("json", "safe"):
-        return settings["serializer"]
-    return settings["protocol"]
+        return settings["serializer"]  # type: ignore[no-any-return]
+    return settings["protocol"]  # type: ignore[no-any-return]

@@ -332,7 +332,7 @@ class file_archive(Archive):
 
 
 def _reopen(cls: type, path: str, options: dict[str, Any]) -> file_archive:
-    return cls(path, **options)
+    return cls(path, **options)  # type: ignore[no-any-return]
 
 
 def _classic_name(filename: Any, serialized: bool | None, protocol: Any) -> str:
@@ -341,10 +341,10 @@ def _classic_name(filename: Any, serialized: bool | None, protocol: Any) -> str:
         if filename is None:
             return "memo.py"
         name = os.fspath(filename)
-        return name if name.endswith(_SOURCE_SUFFIXES) else name + ".py"
+        return name if name.endswith(_SOURCE_SUFFIXES) else name + ".py"  # type: ignore[no-any-return]
     if filename is None:
         return "memo.json" if isinstance(protocol, str) else "memo.pkl"
-    return os.fspath(filename)
+    return os.fspath(filename)  # type: ignore[no-any-return]
 
 
 def _durability(durable: bool, durability: str | None) -> str:
@@ -357,8 +357,8 @@ def _durability(durable: bool, durability: str | None) -> str:
 
 def _classic_protocol(settings: dict[str, Any]) -> int | str | None:
     if settings["serializer"] in ("json", "safe"):
-        return settings["serializer"]
-    return settings["protocol"]
+        return settings["serializer"]  # type: ignore[no-any-return]
+    return settings["protocol"]  # type: ignore[no-any-return]
 
 
 def _packers(

@@ -223,7 +223,7 @@ class hdf_archive(Archive):
     def _options(self) -> dict[str, Any]:
         options = {"safe": self._safe}
         if self._hmac is not None:
-            options["key"] = self._hmac
+            options["key"] = self._hmac  # type: ignore[assignment]
         return options
 
     def copy(self, name: str | os.PathLike[str] | None = None) -> hdf_archive:
@@ -257,7 +257,7 @@ def _creation(settings: dict[str, Any]) -> dict[str, Any]:
 
 
 def _reopen(cls: type, location: str, options: dict[str, Any]) -> Archive:
-    return cls(location, **options)
+    return cls(location, **options)  # type: ignore[no-any-return]
 
 
 class hdfdir_archive(Archive):
@@ -377,8 +377,8 @@ class hdfdir_archive(Archive):
         """A second object on this directory, or on a copy of it made at ``name``."""
         options = {"safe": self._safe, **({"key": self._hmac} if self._hmac is not None else {})}
         if name is None:
-            return type(self)(self._root, **options)
-        duplicate = type(self)(name, **options, **_creation(self._settings))
+            return type(self)(self._root, **options)  # type: ignore[arg-type]
+        duplicate = type(self)(name, **options, **_creation(self._settings))  # type: ignore[arg-type]
         duplicate.update(self._stored_items())
         return duplicate
 

@@ -89,7 +89,7 @@ class sqltable_archive(SqlArchive):
         database, table = _sqlname(name)
         database = database or self._location()[0]
         duplicate = type(self)(database, table or self._table, **self._reopen_kwds())
-        return self._copy_to(duplicate)
+        return self._copy_to(duplicate)  # type: ignore[return-value]
 
     def __drop__(self, database: bool = False) -> None:
         """Drop the table (and, with ``database=True``, the database or SQLite file)."""
@@ -132,7 +132,7 @@ class sql_archive(SqlArchive):
     def copy(self, name: str | None = None) -> sql_archive:
         """A new archive at database ``name`` (default: this one) holding a copy of every row."""
         duplicate = type(self)(name or self._location()[0], **self._reopen_kwds())
-        return self._copy_to(duplicate)
+        return self._copy_to(duplicate)  # type: ignore[return-value]
 
     def __drop__(self, database: bool = False) -> None:
         """Drop klepto's tables; remove the database only if asked (or an emptied SQLite file)."""

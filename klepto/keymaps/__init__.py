@@ -35,7 +35,7 @@ def _stub_decoder(keymap: Any = None) -> Callable[[Any], Any]:
     """
     if isinstance(keymap, str):
         if keymap in serializers():
-            return importlib.import_module(keymap).loads
+            return importlib.import_module(keymap).loads  # type: ignore[no-any-return]
         return ast.literal_eval
     stub = getattr(keymap, "__stub__", None)
     if stub in ("encoding", "algorithm"):
@@ -43,5 +43,5 @@ def _stub_decoder(keymap: Any = None) -> Callable[[Any], Any]:
     if stub == "serializer":
         if keymap.__type__ is None:
             return ast.literal_eval
-        return importlib.import_module(keymap.__type__).loads
+        return importlib.import_module(keymap.__type__).loads  # type: ignore[no-any-return]
     return _identity

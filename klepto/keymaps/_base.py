@@ -150,8 +150,8 @@ class keymap:
                 parts += (self._type(value) for _, value in items)
         return parts
 
-    def _nested_key(self, args: tuple[Any, ...], kwds: dict[Any, Any]) -> tuple:
-        key = (args, kwds)
+    def _nested_key(self, args: tuple[Any, ...], kwds: dict[Any, Any]) -> tuple[Any, ...]:
+        key: tuple[Any, ...] = (args, kwds)
         if self.typed:
             items = self._sorted(kwds.items())
             arg_types = self._tuple(self._type(arg) for arg in args)
@@ -164,7 +164,7 @@ class keymap:
 
     def _finish(self, key: Any) -> Any:
         if self.__outer__ is not None:
-            key = self.__inner__(key)
+            key = self.__inner__(key)  # type: ignore[misc]  # chained: both are set
         return self._transform(key)
 
     def encode(self, /, *args: Any, **kwds: Any) -> Any:

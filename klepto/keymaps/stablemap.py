@@ -51,13 +51,13 @@ class stablemap(keymap):
 
 
 def _decorated_plan(
-    plan: Callable[[tuple[Any, ...], dict[Any, Any]], tuple],
+    plan: Callable[[tuple[Any, ...], dict[Any, Any]], tuple[Any, ...]],
     typed: bool,
     rounder: Callable[..., Any] | None,
-) -> Callable[[tuple[Any, ...], dict[Any, Any]], tuple]:
+) -> Callable[[tuple[Any, ...], dict[Any, Any]], tuple[Any, ...]]:
     """The plan with rounding before it and/or value types appended after it."""
 
-    def key_of(args: tuple[Any, ...], kwds: dict[Any, Any]) -> tuple:
+    def key_of(args: tuple[Any, ...], kwds: dict[Any, Any]) -> tuple[Any, ...]:
         if rounder is not None:
             args, kwds = rounder(*args, **kwds)
         key = plan(args, kwds)

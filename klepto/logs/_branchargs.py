@@ -18,7 +18,7 @@ def branch_argument(branch: Any) -> int:
     branch = operator.index(branch)
     if branch < 0:
         raise UnknownBranchError(f"no branch {branch}: ids are non-negative")
-    return branch
+    return branch  # type: ignore[no-any-return]
 
 
 def seq_argument(value: Any, name: str) -> int:
@@ -27,7 +27,7 @@ def seq_argument(value: Any, name: str) -> int:
     value = operator.index(value)
     if value < 0:
         raise ValueError(f"{name} must be >= 0, got {value}")
-    return value
+    return value  # type: ignore[no-any-return]
 
 
 def position(at: Any, head: int, branch: int) -> int:
@@ -35,7 +35,7 @@ def position(at: Any, head: int, branch: int) -> int:
     at = seq_argument(at, "at")
     if at > head:
         raise ValueError(f"at={at} is beyond the head ({head}) of branch {branch}")
-    return at
+    return at  # type: ignore[no-any-return]
 
 
 def backend(archive: Any) -> Archive:

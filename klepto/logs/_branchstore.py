@@ -159,7 +159,7 @@ class BranchStore:
 
     # --- branches -------------------------------------------------------------------------
     def add_branch(self, record: BranchRecord) -> bool:
-        return self.archive.add(self.key("branch", record.id), record.to_value())
+        return self.archive.add(self.key("branch", record.id), record.to_value())  # type: ignore[no-any-return]
 
     def branch_exists(self, branch: int) -> bool:
         return self.key("branch", branch) in self.archive
@@ -173,14 +173,14 @@ class BranchStore:
         return BranchRecord.from_value(value, key, branch)
 
     def next_hint(self) -> int:
-        return self._hint(self.key("next"), 0)
+        return self._hint(self.key("next"), 0)  # type: ignore[no-any-return]
 
     def set_next_hint(self, count: int) -> None:
         self.archive[self.key("next")] = count
 
     # --- heads ----------------------------------------------------------------------------
     def head_hint(self, branch: int) -> int | None:
-        return self._hint(self.key("head", branch), None)
+        return self._hint(self.key("head", branch), None)  # type: ignore[no-any-return]
 
     def set_head_hint(self, branch: int, seq: int) -> None:
         self.archive[self.key("head", branch)] = seq
@@ -188,7 +188,7 @@ class BranchStore:
     # --- nodes ----------------------------------------------------------------------------
     def add_node(self, branch: int, seq: int, timestamp: int, txns: tuple[Any, ...]) -> bool:
         value = {"branch": branch, "seq": seq, "ts": timestamp, "txns": txns}
-        return self.archive.add(self.key("node", branch, seq), value)
+        return self.archive.add(self.key("node", branch, seq), value)  # type: ignore[no-any-return]
 
     def node_exists(self, branch: int, seq: int) -> bool:
         return self.key("node", branch, seq) in self.archive
@@ -210,7 +210,7 @@ class BranchStore:
         self.archive.add(self.key("tidx", branch, seq), timestamp)
 
     def time_entry(self, branch: int, seq: int) -> int | None:
-        return self._hint(self.key("tidx", branch, seq), None)
+        return self._hint(self.key("tidx", branch, seq), None)  # type: ignore[no-any-return]
 
     # --- helpers --------------------------------------------------------------------------
     def _require(self, key: Any, what: str) -> Any:

@@ -115,7 +115,7 @@ class SegmentLog:
             raise CorruptRecordError(
                 f"last entry has seq {seq}, not {first + count - 1}", path=path
             )
-        return max(floor, seq)
+        return max(floor, seq)  # type: ignore[no-any-return]
 
     def append(self, seq: int, blob: bytes) -> None:
         """Store entry ``seq`` (committed, and fsynced when durable, before returning)."""

@@ -167,10 +167,10 @@ def default_archive(path: str, durable: bool, key: bytes | str | None, fallback:
     makedirs(os.path.dirname(os.path.abspath(path)))
     file_archive = getattr(archives, "file_archive", None)
     if file_archive is None:
-        return archives.dir_archive(path, cached=False, serializer="safe", key=key, durable=durable)
+        return archives.dir_archive(path, cached=False, serializer="safe", key=key, durable=durable)  # type: ignore[no-any-return]
     options = {"cached": False, "serializer": "safe", "key": key, "durable": durable}
     try:
-        return file_archive(path, **options)
+        return file_archive(path, **options)  # type: ignore[no-any-return]
     except CorruptionError as exc:
         if not fallback or not os.path.isfile(path):
             raise
@@ -180,4 +180,4 @@ def default_archive(path: str, durable: bool, key: bytes | str | None, fallback:
             path,
             exc,
         )
-        return file_archive(path, repair=True, **options)
+        return file_archive(path, repair=True, **options)  # type: ignore[no-any-return]

@@ -139,7 +139,7 @@ class WeakEnumHandler(TypeHandler):
 
     def decode(self, data: Any) -> Any:
         name, member = data
-        return self._classes.find(name, "WeakEnumHandler")[member]
+        return self._classes.find(name, "WeakEnumHandler")[member]  # type: ignore[index]
 
 
 class StrEnumHandler(TypeHandler):
@@ -250,7 +250,7 @@ class ValueCodec:
             return value if value - value == 0.0 else _nonfinite(value)
         if kind is int:
             return _check_int(value)
-        container = self._containers.get(kind)
+        container = self._containers.get(kind)  # type: ignore[call-overload]
         if container is not None:
             return container(value)
         leaf = _safeformat._ENCODERS.get(kind)
@@ -258,7 +258,7 @@ class ValueCodec:
             return leaf(value)
         return self._encode_other(value)
 
-    def _encode_list(self, value: list[Any]) -> list:
+    def _encode_list(self, value: list[Any]) -> list[Any]:
         encode = self.encode
         return [encode(x) for x in value]
 

@@ -427,27 +427,27 @@ class StoreList(_Node, MutableSequence[Any]):
         if isinstance(other, StoreList):
             other = other._data
         if isinstance(other, list):
-            return self._data == other
+            return self._data == other  # type: ignore[no-any-return]
         return NotImplemented
 
     __hash__ = None  # type: ignore[assignment]
 
     def __lt__(self, other: Any) -> bool:
-        return self._data < _as_list(other)
+        return self._data < _as_list(other)  # type: ignore[no-any-return]
 
     def __le__(self, other: Any) -> bool:
-        return self._data <= _as_list(other)
+        return self._data <= _as_list(other)  # type: ignore[no-any-return]
 
     def __gt__(self, other: Any) -> bool:
-        return self._data > _as_list(other)
+        return self._data > _as_list(other)  # type: ignore[no-any-return]
 
     def __ge__(self, other: Any) -> bool:
-        return self._data >= _as_list(other)
+        return self._data >= _as_list(other)  # type: ignore[no-any-return]
 
 
 def _as_list(other: Any) -> list[Any]:
     if isinstance(other, StoreList):
-        return other._data
+        return other._data  # type: ignore[no-any-return]
     if isinstance(other, list):
         return other
     raise TypeError(f"cannot compare a store list with {type(other).__name__}")

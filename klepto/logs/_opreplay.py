@@ -131,7 +131,7 @@ def _replace_root(root: Any, op: list[Any], codec: ValueCodec) -> Any:
     return value
 
 
-def _list(root: Any, op: list[Any], codec: ValueCodec) -> list:
+def _list(root: Any, op: list[Any], codec: ValueCodec) -> list[Any]:
     node = _target(root, op[1], codec)
     if type(node) is not list:
         raise TypeError(f"{type(node).__name__} is not a list")

@@ -72,7 +72,7 @@ class StoreSet(_Node, MutableSet[Any]):
         if isinstance(other, StoreSet):
             other = other._data
         if isinstance(other, (set, frozenset)):
-            return self._data == other
+            return self._data == other  # type: ignore[no-any-return]
         return NotImplemented
 
     __hash__ = None  # type: ignore[assignment]

@@ -77,7 +77,7 @@ def _net_effects(commits: Iterable[Commit]) -> dict[Any, tuple[Any, Any]]:
     return effects
 
 
-def _conflicts(ours: dict[Any, Any], theirs: dict) -> dict[Any, tuple[Any, Any]]:
+def _conflicts(ours: dict[Any, Any], theirs: dict[Any, Any]) -> dict[Any, tuple[Any, Any]]:
     return {
         frozen: effect
         for frozen, effect in ours.items()

@@ -131,7 +131,7 @@ class BranchLog:
     # --- identity and lifecycle -----------------------------------------------------------
     @property
     def archive(self) -> Archive:
-        return self._store.archive
+        return self._store.archive  # type: ignore[no-any-return]
 
     @property
     def namespace(self) -> str:

@@ -159,7 +159,7 @@ class Transactional:
     @property
     def archive(self) -> Archive:
         """The archive holding the checkpoints."""
-        return self._store.archive
+        return self._store.archive  # type: ignore[no-any-return]
 
     @property
     def log_location(self) -> Any:
@@ -400,7 +400,7 @@ class Transactional:
         damaged: tuple[Any, ...],
         applied: int,
         last: int,
-        created=False,
+        created: bool = False,
     ) -> None:
         gen = found.gen if found else 0
         seq = found.seq if found else 0

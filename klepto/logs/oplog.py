@@ -403,7 +403,7 @@ def safe_load(
 load = safe_load
 
 
-def compact(src: str | os.PathLike[str], dst: str | os.PathLike | None = None) -> None:
+def compact(src: str | os.PathLike[str], dst: str | os.PathLike[str] | None = None) -> None:
     """Rewrite the store ``src`` as one snapshot operation, into ``dst`` (default: in place).
 
     Both are atomic (the old file stays whole until the new one replaces it); values of
@@ -427,7 +427,9 @@ def compact(src: str | os.PathLike[str], dst: str | os.PathLike | None = None) -
     write_records(dst, [record], metadata=METADATA, level=LEVEL)
 
 
-def export(src: str | os.PathLike[str], dst: str | os.PathLike, *, format: str = "jsonl") -> int:
+def export(
+    src: str | os.PathLike[str], dst: str | os.PathLike[str], *, format: str = "jsonl"
+) -> int:
     """Write the operations of the store ``src`` to ``dst`` as text; the number of lines.
 
     ``format='jsonl'``: one stored operation per line (JSON, for tools). ``format='py'``:
