@@ -3,7 +3,8 @@
 ``@klepto.lru_cache()`` applied to ``def f(x: int, y: float = 0.5) -> str`` gives a
 ``Memoized[(x: int, y: float = 0.5), str]``: calling it is checked against ``f``'s signature
 and returns ``str`` (for an ``async def``, the coroutine ``f`` returns, as calling ``f``
-would), and the attributes of every memoized function are typed below.
+would), and the attributes of every memoized function are typed below. A memoized method
+is typed by its result only (its arguments are not checked through the binding).
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ class Memoized(Protocol[P, R_co]):
         """The decorated function."""
 
     def __call__(self, *args: P.args, **kwds: P.kwargs) -> R_co: ...
+
+    def __get__(self, instance: object, owner: type[Any] | None = None) -> Memoized[..., R_co]:
+        """As a method: bound to ``instance`` (its arguments are not checked, its result is)."""
 
     def info(self) -> CacheInfo:
         """Hits, misses, loads, maxsize and current size."""
