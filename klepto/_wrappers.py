@@ -145,7 +145,8 @@ def _expiring_wrapper(memo: Memo) -> Callable[..., Any]:
     deadline_of = memo._deadlines.get  # type: ignore[union-attr]
     timer = memo.timer
     fast_arity = getattr(plan, "fast_arity", -1)
-    touch = memo._touch if memo.policy.tracks_hits else None
+    tracks = memo.policy.tracks_hits
+    touch, insert = memo.policy.touch, memo.policy.insert
     miss, unhashable = memo.miss, memo.unhashable
     expect_unhashable = memo.expect_unhashable
 
@@ -159,8 +160,11 @@ def _expiring_wrapper(memo: Memo) -> Callable[..., Any]:
             deadline = deadline_of(key)
             if deadline is None or deadline > timer():
                 stats[0] += 1
-                if touch is not None:
-                    touch(key)
+                if tracks:
+                    try:
+                        touch(key)
+                    except KeyError:  # entered the cache behind the policy's back
+                        insert(key)
                 return result
             missing = True
         except KeyError:
