@@ -18,7 +18,8 @@ import numbers
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, overload
 
-from klepto._memoize import Memo, NoCacheMemo
+from klepto._memo_nocache import NoCacheMemo
+from klepto._memoize import Memo
 from klepto._memolog import call_logger
 from klepto._policies import get_policy
 from klepto._stampede import check_mode

@@ -18,7 +18,8 @@ import concurrent.futures
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, TypeVar
 
-from klepto._memoize import MISS, Memo, NoCacheMemo
+from klepto._memo_nocache import NoCacheMemo
+from klepto._memoize import MISS, Memo
 from klepto._memokeys import name_of
 from klepto._stampede import MISSING, shared_lock
 from klepto._wrappers import unfaithful

@@ -15,7 +15,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from klepto._memoize import Memo, NoCacheMemo
+from klepto._memo_nocache import NoCacheMemo
+from klepto._memoize import Memo
 from klepto._stampede import NOBODY
 
 __all__ = ["memoize"]
