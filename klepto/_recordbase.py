@@ -24,7 +24,14 @@ from klepto import _recordformat as fmt
 from klepto._recordcreate import RecordFileClosed, WriterClaim, recover
 from klepto._recordindex import FrameIndex
 from klepto._recordread import FrameReader
-from klepto._recordscan import InvalidRecordFile, State, locate, pread
+from klepto._recordscan import (
+    InvalidRecordFile,
+    Located,
+    State,
+    intact_commit_after,
+    locate,
+    pread,
+)
 from klepto._recordverify import VerifyReport, verify_file
 from klepto._recordwriter import _UNSET, Writer, sync
 from klepto.errors import CorruptRecordError
@@ -34,7 +41,7 @@ _NO_LOCK = contextlib.nullcontext()
 _Self = TypeVar("_Self", bound="RecordFileBase")
 
 
-class RecordFileBase(Sequence):
+class RecordFileBase(Sequence[Any]):
     """Opening, reading and following a record file (see :class:`klepto.records.RecordFile`)."""
 
     _path: str
@@ -42,6 +49,7 @@ class RecordFileBase(Sequence):
     _durability: str
     encoding: str | None
     _clock: Callable[[], int]
+    _sealed_commits: bool
 
     def _init_state(self) -> None:
         self._fd: int | None = None
@@ -66,7 +74,7 @@ class RecordFileBase(Sequence):
             raise InvalidRecordFile(str(exc), path=self._path, offset=0) from None
         located = locate(fd, self._path, header, head)
         if self.writable:
-            recover(fd, self._path, located, durable=self.durable)
+            recover(fd, self._path, located, durable=self.durable, header=header)
         elif located.problems:
             logger.warning(
                 "%s: reading as of commit %d (%d records): %s",
@@ -76,11 +84,7 @@ class RecordFileBase(Sequence):
                 "; ".join(located.problems),
             )
         elif located.tail_bytes:
-            logger.debug(
-                "%s: ignoring %d bytes after the last commit (being written, or torn)",
-                self._path,
-                located.tail_bytes,
-            )
+            self._report_tail(fd, header, located)
         writer = None
         if self.writable:
             writer = Writer(
@@ -91,6 +95,7 @@ class RecordFileBase(Sequence):
                 durable=self.durable,
                 clock=self._clock,
                 encoding=self.encoding or "utf-8",
+                sealing=self._sealed_commits,
             )
         self._header = header
         self._state = located.state
@@ -98,6 +103,27 @@ class RecordFileBase(Sequence):
         self._identity = (info.st_dev, info.st_ino)
         self._writer = writer
         self._fd = fd
+
+    def _report_tail(self, fd: int, header: fmt.FileHeader, located: Located) -> None:
+        """Log what a reader ignores after the last commit: a commit being written, a torn
+        one, or (a warning) damage with intact commits after it, which a writer refuses."""
+        later = intact_commit_after(fd, header, located.state, located.size)
+        if later is None:
+            logger.debug(
+                "%s: ignoring %d bytes after the last commit (being written, or torn)",
+                self._path,
+                located.tail_bytes,
+            )
+            return
+        logger.warning(
+            "%s: reading as of commit %d (%d records): a damaged block at offset %d is"
+            " followed by an intact commit at offset %d",
+            self._path,
+            located.state.seq,
+            located.state.count,
+            located.state.end,
+            later,
+        )
 
     def close(self) -> None:
         """Close the file; anything not committed is discarded. Closing twice is harmless."""
@@ -193,7 +219,8 @@ class RecordFileBase(Sequence):
 
     @property
     def commit_time_ns(self) -> int:
-        """Wall-clock time of the last commit, in nanoseconds since the epoch (0: none)."""
+        """Wall-clock time of the last full commit, in nanoseconds since the epoch (0: none);
+        a commit written as a sealed record carries no time."""
         return self._committed().timestamp_ns
 
     def _committed(self) -> State:
@@ -309,7 +336,7 @@ class RecordFileBase(Sequence):
 
     def _frame_batch(self, index: FrameIndex, dictionary: int, i: int, stop: int) -> list[Any]:
         first, offset = self._reader.find(index, i)
-        frame = self._reader.frame(offset, dictionary)
+        frame = self._reader.frame(offset, dictionary, i)
         k1 = min(len(frame), stop - first)
         if frame.first != first or not 0 <= i - first < k1:
             raise CorruptRecordError(

@@ -7,7 +7,7 @@
   symlink) and published with ``os.replace``, so no one ever sees a half-created file; in
   durable mode the directory is fsynced afterwards.
 * A writer opening a file after a crash truncates the torn tail and re-points the commit
-  slots at the last valid commit.
+  slots at the last valid full commit (sealed records after it are found by walking).
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from typing import Any
 from klepto import _recordformat as fmt
 from klepto._fs import TEMP_PREFIX, InterProcessLock, fsync_dir
 from klepto._recordindex import FrameIndex
-from klepto._recordscan import Located, State
+from klepto._recordscan import Located, State, intact_commit_after
 from klepto._recordwriter import Writer, pwrite_all, sync
-from klepto.errors import ArchiveClosedError, KleptoError, LockedError
+from klepto.errors import ArchiveClosedError, CorruptRecordError, KleptoError, LockedError
 
 logger = logging.getLogger("klepto.records")
 
@@ -139,11 +139,23 @@ def create_file(
     return fd
 
 
-def recover(fd: int, path: str, located: Located, *, durable: bool) -> None:
-    """Truncate a torn tail and point both commit slots at the last valid commit."""
+def recover(fd: int, path: str, located: Located, *, durable: bool, header: fmt.FileHeader) -> None:
+    """Truncate a torn tail and point both commit slots at the last valid full commit.
+
+    Raises :class:`CorruptRecordError` instead when an intact commit follows the tail
+    (then the tail is damage, not a torn write, and truncating would lose commits).
+    """
     if not (located.problems or located.tail_bytes):
         return
     state = located.state
+    later = intact_commit_after(fd, header, state, located.size)
+    if later is not None:
+        raise CorruptRecordError(
+            f"damaged block after commit {state.seq}, followed by an intact commit at"
+            f" offset {later}: not truncating the file (salvage it)",
+            path=path,
+            offset=state.end,
+        )
     reasons = list(located.problems)
     if located.tail_bytes:
         reasons.append("an incomplete commit after it (torn tail)")
@@ -157,9 +169,7 @@ def recover(fd: int, path: str, located: Located, *, durable: bool) -> None:
         "; ".join(reasons),
     )
     os.ftruncate(fd, state.end)
-    slot = fmt.EMPTY_SLOT
-    if state.seq:
-        slot = fmt.Slot(state.seq, state.last_commit, state.end, state.count)
+    slot = state.slot  # the last full commit: pointers never name a sealed record
     for offset in fmt.SLOT_OFFSETS:
         pwrite_all(fd, slot.encode(), offset)
     if durable:

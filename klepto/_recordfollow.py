@@ -4,7 +4,8 @@ A process that keeps a record file open must, before each operation, take in wha
 processes committed since it last looked. :func:`advance` does that with one sequential
 pass over the new blocks, which both extends the record index (as opening the file would)
 and collects the new records; it handles the common shape of such commits (uncompressed
-frames of one record each) and leaves anything else to the general ``locate``.
+frames of one record each, sealed records) and leaves anything else to the general
+``locate``.
 :class:`BlockReader` walks a committed region in large reads; :func:`record_of_raw_frame`
 picks one record out of an uncompressed frame in place.
 """
@@ -18,6 +19,7 @@ from typing import Any
 
 from klepto import _recordformat as fmt
 from klepto._recordscan import State, read_commit, read_slots
+from klepto._recordseal import read_run, starts_entry, unseal
 
 __all__ = [
     "SCAN_READ",
@@ -32,6 +34,8 @@ __all__ = [
 SCAN_READ = 1 << 18  # sequential reads: large enough for many small commits at once
 _unpack_block = fmt.BLOCK.unpack_from
 _PACKED = fmt.F_COMPRESSED | fmt.F_DICT | fmt.F_STREAMED
+_SEALED = bytes([fmt.SEALED])
+_BLOCK_KINDS = set(fmt.KIND_NAMES) - {fmt.SEALED}  # kinds with a 32-byte header
 
 
 def read_record(shared: Any, number: int, offset: int) -> bytes | memoryview:
@@ -43,6 +47,10 @@ def read_record(shared: Any, number: int, offset: int) -> bytes | memoryview:
     else:
         data = shared._read_at(offset, read)
     path = shared._path
+    if data[:1] == _SEALED and shared._header.sealing:
+        span = shared._frame_read - fmt.BLOCK_SIZE
+        run = read_run(shared._read_at, offset, shared._header.seal, span, number, path, data)
+        return run.record(number - run.first)
     if len(data) < fmt.BLOCK_SIZE:
         raise fmt.corrupt("frame block truncated", path, offset)
     kind, flags, reserved, body_crc, size, first, count, crc = _unpack_block(data)
@@ -69,12 +77,18 @@ def read_record(shared: Any, number: int, offset: int) -> bytes | memoryview:
 
 
 def commit_point_of(records: Any) -> Any:
-    """The last commit of any open record file (a reader's, or a writer's own)."""
+    """The last commit of any open record file (a reader's, or a writer's own); its time is
+    0 when it is a sealed record (which carries none)."""
     state = records._committed()
     from klepto._recordshare import CommitPoint
 
+    full = state.last_commit == state.slot.commit_offset
     return CommitPoint(
-        records.file_id, state.seq, state.last_commit, state.count, state.timestamp_ns
+        records.file_id,
+        state.seq,
+        state.last_commit,
+        state.count,
+        state.timestamp_ns if full else 0,
     )
 
 
@@ -104,41 +118,104 @@ def record_of_raw_frame(
 
 def advance(shared: Any, fd: int, head: bytes, size: int) -> tuple[State, list[bytes]] | None:
     """The state after the commits since ``shared``'s, and their records, in one pass over
-    the new blocks; ``None`` when that is not the simple case (no newer intact commit at
-    the newest pointer, a rewritten region, compressed frames): then ``locate`` decides."""
+    the new blocks; ``None`` when that is not the simple case (a newer pointer naming no
+    intact commit, a rewritten region, compressed frames, a large catch-up): then
+    ``locate`` decides. The commits are those up to the newest pointer, then the sealed
+    records after it (which have no pointers)."""
+    state = shared._state
+    anchor = _newer_anchor(shared, fd, head, size)
+    if anchor is False:
+        return None
+    strict = 0 if anchor is None else anchor.end - state.end
+    if strict > SCAN_READ:
+        return None  # a large catch-up: the general path reads it in bounded pieces
+    data = os.pread(fd, min(size - state.end, max(strict, SCAN_READ)), state.end)
+    records: list[bytes] = []
+    if anchor is not None:
+        walked = _walk_new_blocks(shared, data[:strict], state)
+        if walked is None:
+            return None
+        index, since, records = walked
+        if state.count + len(records) != anchor.record_count:
+            raise fmt.corrupt("records missing before the last commit", shared._path, state.end)
+        state = state.advanced(anchor, index, since)
+    if shared._header.sealing:
+        state, sealed = _sealed_after(shared, data, strict, state)
+        records += sealed
+    if state is shared._state:
+        return None
+    return state, records
+
+
+def _newer_anchor(shared: Any, fd: int, head: bytes, size: int) -> Any:
+    """The intact commit the newest pointer names if it is newer than ``shared``'s state;
+    ``None`` if there is no newer pointer; ``False`` if it is not the simple case."""
     state = shared._state
     slots = read_slots(head)
-    if not slots or slots[0].seq <= state.seq or slots[0].commit_offset < state.end:
+    if not slots or slots[0].seq <= state.seq:
         return None
+    if slots[0].commit_offset < state.end:
+        return False
     anchor = read_commit(fd, slots[0].commit_offset, shared._header.file_id, size)
     if anchor is None or (anchor.seq, anchor.record_count) != (slots[0].seq, slots[0].record_count):
-        return None
-    if anchor.end - state.end > SCAN_READ:
-        return None  # a large catch-up: the general path reads it in bounded pieces
-    data = os.pread(fd, anchor.end - state.end, state.end)
-    walked = _walk_new_blocks(shared, data, state)
-    if walked is None:
-        return None
-    index, since, records = walked
-    if state.count + len(records) != anchor.record_count:
-        raise fmt.corrupt("records missing before the last commit", shared._path, state.end)
-    return state.advanced(anchor, index, since), records
+        return False
+    return anchor
 
 
-def _walk_new_blocks(shared: Any, data: bytes, state: State) -> tuple[Any, int, list] | None:
+def _sealed_after(shared: Any, data: bytes, pos: int, state: State) -> tuple[State, list[bytes]]:
+    """``state`` advanced past the intact sealed records in ``data`` from ``pos`` on (the
+    file from ``state.end``), and their records; anything else ends them quietly (a commit
+    being written)."""
+    header = shared._header
+    base = state.end - pos
+    seq, count, run_mark, since = state.seq, state.count, state.run_mark, state.since_checkpoint
+    index = None
+    records: list[bytes] = []
+    last = None
+    while pos < len(data) and data[pos] == fmt.SEALED:
+        block = fmt.decode_sealed(data, pos, base + pos, header.seal)
+        if block is None or block.a != count:
+            break
+        if starts_entry(run_mark, block.offset, header.frame_size):
+            if index is None:
+                index = state.index.copy()
+            index.add(0, block.a, block.offset)
+            run_mark = block.offset
+        records.append(data[pos + fmt.SEALED_HEAD : pos + fmt.SEALED_HEAD + block.body_len])
+        seq, count, since, last = seq + 1, count + 1, since + 1, block
+        pos += fmt.SEALED_HEAD + block.body_len
+    if last is None:
+        return state, records
+    return state.after_sealed(seq, last, index or state.index, run_mark, since), records
+
+
+def _walk_new_blocks(shared: Any, data: bytes, state: State) -> tuple[Any, int, list[Any]] | None:
     """Apply the blocks in ``data`` (the file from ``state.end`` to a commit's end) to a
     copy of the index and collect their records; ``None`` if a frame is not plain."""
     index = state.index.copy()
-    since = state.since_checkpoint
+    since, run_mark = state.since_checkpoint, state.run_mark
     records: list[bytes] = []
     pos, limit, base = 0, len(data), state.end
     crc32 = fmt.crc32
+    header = shared._header
     while pos < limit:
+        if data[pos] == fmt.SEALED and header.sealing:
+            found = unseal(data, pos, header.seal)
+            if found is None or found[0] != state.count + len(records):
+                raise fmt.corrupt("damaged sealed record", shared._path, base + pos)
+            if starts_entry(run_mark, base + pos, header.frame_size):
+                index.add(0, found[0], base + pos)
+                run_mark = base + pos
+            records.append(data[found[1] : found[2]])
+            since += 1
+            pos = found[2]
+            continue
+        run_mark = 0
         if pos + fmt.BLOCK_SIZE > limit:
             raise fmt.corrupt("damaged block before the last commit", shared._path, base + pos)
         kind, flags, reserved, body_crc, size, a, b, crc = _unpack_block(data, pos)
         start, end = pos + fmt.BLOCK_SIZE, pos + fmt.BLOCK_SIZE + size
-        if reserved or crc32(data[pos : pos + 28]) != crc or end > limit:
+        if reserved or crc32(data[pos : pos + 28]) != crc or end > limit or kind == fmt.SEALED:
             raise fmt.corrupt("damaged block header", shared._path, base + pos)
         since = 0 if kind == fmt.CHECKPOINT else since + 1
         if kind == fmt.FRAME:
@@ -190,12 +267,18 @@ class BlockReader:
         checked; other bodies only as needed by the caller)."""
         path = self.shared._path
         unpack, crc32 = fmt.BLOCK.unpack_from, fmt.crc32
-        while self.offset + fmt.BLOCK_SIZE <= self.end:
+        header = self.shared._header
+        while self.offset + fmt.SEALED_HEAD <= self.end:
             offset = self.offset
+            if header.sealing and self._bytes(offset, 1) == _SEALED:
+                yield self._sealed(offset)
+                continue
+            if offset + fmt.BLOCK_SIZE > self.end:
+                raise fmt.corrupt("damaged block header", path, offset)
             head = self._bytes(offset, fmt.BLOCK_SIZE)
             kind, flags, reserved, body_crc, size, a, b, crc = unpack(head)
             end = offset + fmt.BLOCK_SIZE + size
-            if reserved or crc32(head[:28]) != crc or kind not in fmt.KIND_NAMES or end > self.end:
+            if reserved or crc32(head[:28]) != crc or kind not in _BLOCK_KINDS or end > self.end:
                 raise fmt.corrupt("damaged block header", path, offset)
             self.offset = end
             body = b""
@@ -205,9 +288,21 @@ class BlockReader:
                     raise fmt.corrupt("block checksum mismatch", path, offset)
             yield offset, kind, flags, a, b, body
 
+    def _sealed(self, offset: int) -> tuple[int, int, int, int, int, bytes]:
+        """The walk's entry for the sealed record at ``offset`` (checked whole)."""
+        head = self._bytes(offset, fmt.SEALED_HEAD)
+        size = fmt.SEALED_HEAD + int.from_bytes(head[2:4], "little")
+        data = self._bytes(offset, size) if offset + size <= self.end else b""
+        found = unseal(data, 0, self.shared._header.seal)
+        if found is None:
+            raise fmt.corrupt("damaged sealed record", self.shared._path, offset)
+        self.offset = offset + size
+        return offset, fmt.SEALED, 0, found[0], 1, data[found[1] :]
+
     def next_frame(self) -> tuple[int, int, int, int, bytes]:
-        """``(offset, flags, first record, record count, body)`` of the next frame."""
+        """``(offset, flags, first record, record count, body)`` of the next frame (or
+        sealed record)."""
         for offset, kind, flags, first, count, body in self.walk():
-            if kind == fmt.FRAME:
+            if kind in (fmt.FRAME, fmt.SEALED):
                 return offset, flags, first, count, body
         raise fmt.corrupt("records missing before the last commit", self.shared._path, self.offset)

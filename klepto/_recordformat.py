@@ -14,7 +14,9 @@ Layout::
 A block header carries the kind, flags, body length (u64), CRCs of the body and of the
 header itself, and two kind-specific fields. A commit is a run of blocks closed by a
 COMMIT block whose CRC chain covers the headers (and so the body CRCs) of every block in
-the run; a commit without a valid COMMIT block does not exist.
+the run; a commit without a valid COMMIT block does not exist. Version 2 adds the sealed
+record (:mod:`klepto._recordseal`): a commit of one small record in one block with a
+16-byte header.
 """
 
 from __future__ import annotations
@@ -25,14 +27,15 @@ import sys
 import time
 import zlib
 from array import array
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import accumulate
 
-from klepto import _recordcodecs
+from klepto import _recordcodecs, _recordseal
 from klepto.errors import CorruptRecordError
 
 MAGIC = b"\x89KRF\r\n\x1a\n"
-VERSION = 1
+VERSION = 2  # what new files are written as
+READABLE = (1, 2)  # version 1 files have no sealed records; writers keep them version 1
 HEADER_SIZE = 64
 SLOT_OFFSETS = (2048, 3072)
 DATA_START = 4096
@@ -44,6 +47,8 @@ CHECKPOINT = 3
 META = 4
 DICT = 5
 COMMIT = 6
+SEALED = _recordseal.SEALED  # 7, version 2 only: a commit of one record, 16-byte header
+SEALED_HEAD = _recordseal.HEAD_SIZE
 KIND_NAMES = {
     FRAME: "frame",
     INDEX: "index",
@@ -51,6 +56,7 @@ KIND_NAMES = {
     META: "metadata",
     DICT: "dictionary",
     COMMIT: "commit",
+    SEALED: "sealed record",
 }
 
 # Frame flags.
@@ -92,11 +98,22 @@ class FileHeader:
     dictionary_size: int
     file_id: bytes
     created_ns: int
+    version: int = VERSION
+    seal: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # The CRC seed of this file's sealed records, needed on every one of them.
+        object.__setattr__(self, "seal", _recordseal.seal_of(self.file_id))
+
+    @property
+    def sealing(self) -> bool:
+        """Whether this file may hold sealed records (format version 2 and later)."""
+        return self.version >= 2
 
     def encode(self) -> bytes:
         fields = _HEADER.pack(
             MAGIC,
-            VERSION,
+            self.version,
             HEADER_SIZE,
             self.frame_size,
             self.codec,
@@ -147,14 +164,14 @@ def decode_header(data: bytes) -> FileHeader:
         raise NotARecordFile("not a klepto record file (bad magic)")
     if crc32(data[: HEADER_SIZE - 4]) != crc:
         raise NotARecordFile("record-file header checksum mismatch")
-    if version != VERSION:
+    if version not in READABLE:
         raise NotARecordFile(
             f"unsupported record-file format version {version} "
-            f"(this klepto reads version {VERSION})"
+            f"(this klepto reads versions {', '.join(map(str, READABLE))})"
         )
     if size != HEADER_SIZE or fanout < 2 or frame_size < 1 or codec not in CODEC_NAMES:
         raise NotARecordFile("record-file header holds impossible values")
-    return FileHeader(frame_size, codec, level, flags, fanout, dsize, file_id, created)
+    return FileHeader(frame_size, codec, level, flags, fanout, dsize, file_id, created, version)
 
 
 # --- commit pointer slots ------------------------------------------------------------------
@@ -162,7 +179,7 @@ def decode_header(data: bytes) -> FileHeader:
 
 @dataclass(frozen=True)
 class Slot:
-    """An advisory pointer to a commit: where it is, where it ends, how many records."""
+    """An advisory pointer to a full commit: where it is, where it ends, how many records."""
 
     seq: int
     commit_offset: int
@@ -208,12 +225,16 @@ class Block:
     raw: bytes  # the 32 header bytes, which the commit chain covers
 
     @property
+    def head_size(self) -> int:
+        return SEALED_HEAD if self.kind == SEALED else BLOCK_SIZE
+
+    @property
     def body_start(self) -> int:
-        return self.offset + BLOCK_SIZE
+        return self.offset + self.head_size
 
     @property
     def end(self) -> int:
-        return self.offset + BLOCK_SIZE + self.body_len
+        return self.offset + self.head_size + self.body_len
 
 
 def encode_block(kind: int, flags: int, body_crc: int, body_len: int, a: int, b: int) -> bytes:
@@ -222,12 +243,25 @@ def encode_block(kind: int, flags: int, body_crc: int, body_len: int, a: int, b:
 
 
 def decode_block(data: bytes | memoryview, pos: int, offset: int) -> Block | None:
-    """The block header at ``data[pos:]`` (file offset ``offset``), or ``None`` if invalid."""
+    """The 32-byte block header at ``data[pos:]`` (file offset ``offset``), or ``None`` if
+    invalid. Sealed records have headers of their own: see :func:`decode_sealed`."""
     raw = bytes(data[pos : pos + BLOCK_SIZE])
     kind, flags, reserved, body_crc, body_len, a, b, crc = BLOCK.unpack(raw)
-    if crc32(raw[:28]) != crc or reserved or kind not in KIND_NAMES:
+    if crc32(raw[:28]) != crc or reserved or kind not in KIND_NAMES or kind == SEALED:
         return None
     return Block(offset, kind, flags, body_crc, body_len, a, b, raw)
+
+
+def decode_sealed(data: bytes | memoryview, pos: int, offset: int, seal: int) -> Block | None:
+    """The whole, intact sealed record at ``data[pos:]`` as a block (``a``: its record
+    number, ``b``: 1), or ``None``; ``data`` must hold all of it."""
+    found = _recordseal.unseal(data, pos, seal)
+    if found is None:
+        return None
+    number, start, end = found
+    raw = bytes(data[pos : pos + SEALED_HEAD])
+    crc = _recordseal.CRC.unpack_from(raw, 12)[0]
+    return Block(offset, SEALED, 0, crc, end - start, number, 1, raw)
 
 
 # --- commit records ------------------------------------------------------------------------
@@ -235,7 +269,9 @@ def decode_block(data: bytes | memoryview, pos: int, offset: int) -> Block | Non
 
 @dataclass(frozen=True)
 class Commit:
-    """The body of a COMMIT block: the state of the file once this commit is applied."""
+    """The body of a COMMIT block: the state of the file once this commit is applied.
+
+    ``prev_commit`` is the previous commit's block: a COMMIT block or a sealed record."""
 
     seq: int
     offset: int

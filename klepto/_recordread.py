@@ -3,7 +3,9 @@
 Everything is read with positional reads (``os.pread``) through a ``read(offset, size)``
 function, so one reader object can serve many threads: there is no shared file position,
 and the small caches are guarded by a lock. Every frame is CRC-checked before it is
-decompressed; damage raises :class:`CorruptRecordError` with the file and offset.
+decompressed; damage raises :class:`CorruptRecordError` with the file and offset. Where
+the index points at a sealed record, the run of sealed records from there plays the part
+of the frame (:class:`klepto._recordseal.RunFrame`).
 """
 
 from __future__ import annotations
@@ -17,12 +19,14 @@ from typing import Any
 
 from klepto import _recordformat as fmt
 from klepto._recordindex import FrameIndex
+from klepto._recordseal import RunFrame, read_run
 
 Read = Callable[[int, int], bytes]
 _CACHE_FRAMES = 32
 _CACHE_PAGES = 64
 _CACHE_LIMIT = 1 << 20  # frames larger than this are not kept
 _READ_SLACK = 512
+_SEALED = bytes([fmt.SEALED])
 
 
 class Frame:
@@ -90,7 +94,10 @@ class FrameReader:
     # --- blocks ---------------------------------------------------------------------------
     def block(self, offset: int, kind: int, guess: int = 0) -> tuple[fmt.Block, bytes]:
         """The block at ``offset`` (which must be of ``kind``) and its CRC-checked body."""
-        data = self.read(offset, fmt.BLOCK_SIZE + guess)
+        return self._checked(offset, kind, self.read(offset, fmt.BLOCK_SIZE + guess))
+
+    def _checked(self, offset: int, kind: int, data: bytes) -> tuple[fmt.Block, bytes]:
+        """The block of ``kind`` at ``offset`` whose first bytes are ``data``, and its body."""
         block = fmt.decode_block(data, 0, offset) if len(data) >= fmt.BLOCK_SIZE else None
         if block is None or block.kind != kind:
             name = fmt.KIND_NAMES[kind]
@@ -126,12 +133,20 @@ class FrameReader:
         return self.block(offset, fmt.META)[1]
 
     # --- frames ---------------------------------------------------------------------------
-    def frame(self, offset: int, dictionary: int) -> Frame:
+    def frame(self, offset: int, dictionary: int, need: int = -1) -> Frame | RunFrame:
+        """The frame at ``offset``, or the run of sealed records there (holding at least
+        record ``need``: a run read earlier may have grown since)."""
         cached = self._frames.get(offset)
-        if cached is not None:
+        if cached is not None and need < cached.first + len(cached):
             return cached
-        block, body = self.block(offset, fmt.FRAME, self.header.frame_size + _READ_SLACK)
-        frame = self.decode(block, body, dictionary)
+        span = self.header.frame_size + _READ_SLACK
+        data = self.read(offset, fmt.BLOCK_SIZE + span)
+        frame: Frame | RunFrame
+        if data[:1] == _SEALED and self.header.sealing:
+            frame = read_run(self.read, offset, self.header.seal, span, need, self.path, data)
+        else:
+            block, body = self._checked(offset, fmt.FRAME, data)
+            frame = self.decode(block, body, dictionary)
         if len(frame.payload) <= _CACHE_LIMIT:
             self._remember(self._frames, offset, frame, _CACHE_FRAMES)
         return frame
@@ -155,6 +170,8 @@ class FrameReader:
         unverified byte is ever returned; then it is read again and decompressed in pieces.
         """
         head = self.read(offset, fmt.BLOCK_SIZE)
+        if head[:1] == _SEALED and self.header.sealing:
+            return None  # a small record (a sealed record holds at most 64 KiB)
         block = fmt.decode_block(head, 0, offset) if len(head) == fmt.BLOCK_SIZE else None
         if block is None or block.kind != fmt.FRAME:
             raise fmt.corrupt("damaged frame block header", self.path, offset)
@@ -211,7 +228,7 @@ class FrameReader:
                 self._codecs[dictionary] = codec
         return codec
 
-    def _remember(self, cache: dict, key: int, value: Any, capacity: int) -> None:
+    def _remember(self, cache: dict[Any, Any], key: int, value: Any, capacity: int) -> None:
         with self._lock:
             if len(cache) >= capacity:
                 # FIFO eviction: cheap, and with positional reads a miss costs one pread
@@ -229,9 +246,9 @@ class FrameReader:
 
     def record(self, index: FrameIndex, dictionary: int, record: int) -> bytes:
         first, offset = self.find(index, record)
-        frame = self.frame(offset, dictionary)
+        frame = self.frame(offset, dictionary, record)
         k = record - first
-        if not 0 <= k < len(frame.ends) or frame.first != first:
+        if not 0 <= k < len(frame) or frame.first != first:
             raise fmt.corrupt(f"frame does not hold record {record}", self.path, offset)
         return frame.record(k)
 
@@ -242,9 +259,9 @@ class FrameReader:
         i = start
         while i < stop:
             first, offset = self.find(index, i)
-            frame = self.frame(offset, dictionary)
+            frame = self.frame(offset, dictionary, i)
             k0 = i - first
-            k1 = min(len(frame.ends), stop - first)
+            k1 = min(len(frame), stop - first)
             if k0 >= k1 or frame.first != first:
                 raise fmt.corrupt(f"frame does not hold record {i}", self.path, offset)
             yield from frame.records(k0, k1, encoding)

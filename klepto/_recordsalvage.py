@@ -22,7 +22,7 @@ from klepto import _recordformat as fmt
 from klepto._fs import pread
 from klepto._recordcreate import WriterClaim, create_file, format_of
 from klepto._recordread import FrameReader
-from klepto._recordscan import BlockWalker, InvalidRecordFile, body_crc
+from klepto._recordscan import InvalidRecordFile, body_crc, walker_for
 from klepto._recordwriter import Writer
 from klepto.errors import CorruptRecordError
 
@@ -79,11 +79,18 @@ class _Walk:
 
     def run(self, writer: Writer, size: int) -> int:
         """Copy every intact commit into ``writer``; the end offset of the last one."""
-        walker = BlockWalker(self.fd, fmt.DATA_START, size)
+        walker = walker_for(self.fd, self.header, fmt.DATA_START, size)
         pending: list[bytes] = []
         meta: bytes | object | None = _UNCHANGED
         chain, blocks, end = 0, 0, fmt.DATA_START
         for block in walker:
+            if block.kind == fmt.SEALED:  # a whole commit of one record (checked by the walk)
+                reason = self._bad_sealed(block, blocks)
+                if reason:
+                    return self._stop(block.offset, reason, end, pending)
+                self._publish_sealed(writer, bytes(walker.body(block)))
+                end = block.end
+                continue
             body = walker.body(block) if block.kind == fmt.COMMIT else None
             if block.kind == fmt.COMMIT:
                 commit = fmt.decode_commit(block, body, self.header.file_id)
@@ -136,6 +143,19 @@ class _Walk:
         if commit.chain_crc != chain or commit.n_blocks != blocks:
             return "commit checksum chain does not match its blocks"
         return None
+
+    def _bad_sealed(self, block: fmt.Block, blocks: int) -> str | None:
+        if blocks:
+            return "sealed record inside another commit"
+        if block.a != self.count:
+            return f"sealed record {block.a}, expected {self.count}"
+        return None
+
+    def _publish_sealed(self, writer: Writer, record: bytes) -> None:
+        writer.seal(record)
+        self.seq, self.count = self.seq + 1, self.count + 1
+        self.report.commits += 1
+        self.report.records = self.count
 
     def _publish(self, writer: Writer, pending: list[bytes], meta, commit: fmt.Commit) -> None:
         for record in pending:

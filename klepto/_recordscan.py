@@ -5,27 +5,40 @@ COMMIT block names the latest checkpoint (the saved rightmost path of the index)
 blocks between that checkpoint and the commit are walked, a bounded number. Anything the
 slots say is committed must be intact: damage there raises :class:`CorruptRecordError`.
 Blocks after the last pointed-to commit are the *tail*: a complete, fully verified commit
-found there (a writer killed between writing a commit and updating its pointer) is
-accepted; anything else is a torn tail, ignored by readers and truncated by the writer.
+found there (a sealed record, which never has a pointer of its own, or a full commit whose
+writer was killed before updating its pointer) is accepted; anything else is a torn tail,
+ignored by readers and truncated by the writer.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from klepto import _recordformat as fmt
 from klepto._fs import pread
 from klepto._recordindex import FrameIndex
+from klepto._recordseal import MAX_LENGTH, needed, starts_entry, unseal
 from klepto.errors import CorruptRecordError
 
 _WINDOW = 1 << 16
 _CHUNK = 1 << 20
+# How far past the last commit a writer's recovery looks for a later intact sealed record:
+# the writer keeps sealed records within SEAL_SPAN (256 KiB) of the last full commit (twice
+# that, for margin).
+_TAIL_SEARCH = (1 << 19) + 2 * (MAX_LENGTH + fmt.SEALED_HEAD)
+_SEALED_START = re.compile(re.escape(bytes([fmt.SEALED, 0])))
 
 
 class InvalidRecordFile(CorruptRecordError):
     """The file is not a record file, has an unsupported version, or lost its commit pointers."""
+
+
+def body_intact(fd: int, block: fmt.Block) -> bool:
+    """Whether a block's body matches its CRC (a sealed record was checked when decoded)."""
+    return block.kind == fmt.SEALED or body_crc(fd, block) == block.body_crc
 
 
 def body_crc(fd: int, block: fmt.Block) -> int:
@@ -41,9 +54,16 @@ def body_crc(fd: int, block: fmt.Block) -> int:
     return crc
 
 
-@dataclass
+@dataclass(slots=True)
 class State:
-    """What a reader knows about the file as of one commit (or the writer, as of its last)."""
+    """What a reader knows about the file as of one commit (or the writer, as of its last).
+
+    ``last_commit`` is the last commit's block (a COMMIT block or a sealed record); ``slot``
+    points at the last full commit (what the commit pointers name); ``timestamp_ns`` is the
+    time of that full commit (sealed records carry none); ``run_mark`` is the offset of the
+    last indexed sealed record when the last commit is a sealed record, else 0. The writer
+    updates its committed state in place after a sealed record.
+    """
 
     seq: int = 0
     count: int = 0
@@ -55,8 +75,11 @@ class State:
     timestamp_ns: int = 0
     index: FrameIndex = field(default_factory=lambda: FrameIndex(2))
     since_checkpoint: int = 0
+    slot: fmt.Slot = fmt.EMPTY_SLOT
+    run_mark: int = 0
 
     def advanced(self, commit: fmt.Commit, index: FrameIndex, since: int) -> State:
+        """The state after the full commit ``commit``."""
         return State(
             commit.seq,
             commit.record_count,
@@ -68,6 +91,27 @@ class State:
             commit.timestamp_ns,
             index,
             since,
+            fmt.Slot(commit.seq, commit.offset, commit.end, commit.record_count),
+            0,
+        )
+
+    def after_sealed(
+        self, seq: int, block: fmt.Block, index: FrameIndex, run_mark: int, since: int
+    ) -> State:
+        """The state after the sealed record ``block``, commit ``seq``."""
+        return State(
+            seq,
+            block.a + 1,
+            block.end,
+            block.offset,
+            self.checkpoint,
+            self.metadata,
+            self.dictionary,
+            self.timestamp_ns,
+            index,
+            since,
+            self.slot,
+            run_mark,
         )
 
 
@@ -87,14 +131,17 @@ class Located:
 class BlockWalker:
     """Iterates block headers from ``start`` up to ``limit``, reading in 64 KiB windows.
 
-    After iteration, ``stop`` is where it stopped and ``reason`` is ``None`` (reached
-    ``limit``), ``'incomplete'`` (the file ends inside a block) or ``'invalid'``.
+    Sealed records (``seal``: the file's seal; ``None`` in a version-1 file, where they
+    are invalid) are checked whole, body included. After iteration, ``stop`` is where it
+    stopped and ``reason`` is ``None`` (reached ``limit``), ``'incomplete'`` (the file ends
+    inside a block) or ``'invalid'``.
     """
 
-    def __init__(self, fd: int, start: int, limit: int) -> None:
+    def __init__(self, fd: int, start: int, limit: int, seal: int | None = None) -> None:
         self.fd = fd
         self.pos = start
         self.limit = limit
+        self.seal = seal
         self.stop = start
         self.reason: str | None = None
         self._buf = b""
@@ -117,13 +164,8 @@ class BlockWalker:
 
     def __iter__(self) -> Iterator[fmt.Block]:
         while self.pos < self.limit:
-            buf, rel = self._view(self.pos, fmt.BLOCK_SIZE)
-            if len(buf) - rel < fmt.BLOCK_SIZE:
-                self.reason = "incomplete"
-                break
-            block = fmt.decode_block(buf, rel, self.pos)
+            block = self._decode()
             if block is None:
-                self.reason = "invalid"
                 break
             if block.end > self.limit:
                 self.reason = "incomplete"
@@ -131,6 +173,31 @@ class BlockWalker:
             self.pos = block.end
             yield block
         self.stop = self.pos
+
+    def _decode(self) -> fmt.Block | None:
+        """The block at ``pos``, or ``None`` with ``reason`` set."""
+        buf, rel = self._view(self.pos, fmt.SEALED_HEAD)
+        if self.seal is not None and rel < len(buf) and buf[rel] == fmt.SEALED:
+            size = needed(buf, rel)
+            buf, rel = self._view(self.pos, size)
+            if len(buf) - rel < size:
+                self.reason = "incomplete"
+                return None
+            block = fmt.decode_sealed(buf, rel, self.pos, self.seal)
+        else:
+            buf, rel = self._view(self.pos, fmt.BLOCK_SIZE)
+            if len(buf) - rel < fmt.BLOCK_SIZE:
+                self.reason = "incomplete"
+                return None
+            block = fmt.decode_block(buf, rel, self.pos)
+        if block is None:
+            self.reason = "invalid"
+        return block
+
+
+def walker_for(fd: int, header: fmt.FileHeader, start: int, limit: int) -> BlockWalker:
+    """A :class:`BlockWalker` that knows whether ``header``'s file may hold sealed records."""
+    return BlockWalker(fd, start, limit, header.seal if header.sealing else None)
 
 
 def read_block(fd: int, offset: int, limit: int) -> tuple[fmt.Block, bytes] | None:
@@ -173,9 +240,10 @@ def locate(
 ) -> Located:
     """Find the last valid commit and the index state as of it (see the module docstring).
 
-    ``extend=False`` trusts the commit pointers alone: every commit acknowledged to a live
-    writer's caller has its pointer written, so a refreshing reader need not walk the tail
-    (which, while a large transaction is being written, can be long).
+    ``extend=False`` trusts the commit pointers, plus the sealed records after the commit
+    they name (which have no pointers): every other commit acknowledged to a live writer's
+    caller has its pointer written, so a refreshing reader need not walk the rest of the
+    tail (which, while a large transaction is being written, can be long).
     """
     size = os.fstat(fd).st_size
     problems: list[str] = []
@@ -189,6 +257,8 @@ def locate(
         state = _state_at(fd, path, header, anchor, size, known)
     if extend:
         state = _extend_past(fd, header, state, size)
+    else:
+        state = _sealed_run(fd, header, state, size)
     return Located(state, size, problems)
 
 
@@ -246,6 +316,7 @@ def _state_at(
     """The state as of ``anchor``, from ``known`` when that is closer than the checkpoint."""
     if known is not None and known.seq and anchor.checkpoint < known.end <= anchor.offset:
         index, start, since = known.index.copy(), known.end, known.since_checkpoint
+        run_mark = known.run_mark
     else:
         index = _load_checkpoint(fd, path, header, anchor.checkpoint, anchor.offset)
         start = (
@@ -253,12 +324,12 @@ def _state_at(
             if anchor.checkpoint
             else fmt.DATA_START
         )
-        since = 0
-    walker = BlockWalker(fd, start, anchor.end)
+        since, run_mark = 0, 0
+    walker = walker_for(fd, header, start, anchor.end)
     last = None
     for block in walker:
         since = 0 if block.kind == fmt.CHECKPOINT else since + 1
-        _apply(index, block, path)
+        run_mark = _apply(index, block, path, run_mark, header.frame_size)
         last = block
     if walker.reason is not None or last is None or last.offset != anchor.offset:
         raise CorruptRecordError(
@@ -273,15 +344,15 @@ def _checkpoint_len(fd: int, offset: int) -> int:
     return fmt.BLOCK_SIZE + block.body_len
 
 
-def _apply(index: FrameIndex, block: fmt.Block, path: object) -> None:
-    """Mirror what the writer did to the index when it wrote ``block``."""
-    if block.kind == fmt.FRAME:
-        try:
-            index.add(0, block.a, block.offset)
-        except ValueError:
-            raise CorruptRecordError(
-                "frames out of record order", path=path, offset=block.offset
-            ) from None
+def _apply(
+    index: FrameIndex, block: fmt.Block, path: object, run_mark: int, frame_size: int
+) -> int:
+    """Mirror what the writer did to the index when it wrote ``block``; the new run mark
+    (see :func:`klepto._recordseal.starts_entry`)."""
+    if block.kind == fmt.SEALED:
+        if not starts_entry(run_mark, block.offset, frame_size):
+            return run_mark
+        run_mark = block.offset
     elif block.kind == fmt.INDEX:
         try:
             index.replay_page(block.b, block.a, block.offset, block.body_len // 16)
@@ -289,16 +360,53 @@ def _apply(index: FrameIndex, block: fmt.Block, path: object) -> None:
             raise CorruptRecordError(
                 f"index page out of place ({exc})", path=path, offset=block.offset
             ) from None
+        return 0
+    elif block.kind != fmt.FRAME:
+        return 0
+    try:
+        index.add(0, block.a, block.offset)
+    except ValueError:
+        raise CorruptRecordError(
+            "frames out of record order", path=path, offset=block.offset
+        ) from None
+    return run_mark if block.kind == fmt.SEALED else 0
 
 
 def _extend_past(fd: int, header: fmt.FileHeader, state: State, size: int) -> State:
     """Accept complete, fully verified commits written after the last pointed-to one."""
     while state.end < size:
-        found = _verified_commit_after(fd, header, state, size)
+        found = _sealed_run(fd, header, state, size)
+        if found is state:
+            found = _verified_commit_after(fd, header, state, size)
         if found is None:
             break
         state = found
     return state
+
+
+def _sealed_run(fd: int, header: fmt.FileHeader, state: State, size: int) -> State:
+    """``state`` advanced past the intact sealed records right after it (each one a commit);
+    ``state`` itself when there are none. Its index is copied before it is changed."""
+    if not header.sealing or state.end >= size:
+        return state
+    index = None
+    seq, count, run_mark, since = state.seq, state.count, state.run_mark, state.since_checkpoint
+    last = None
+    for block in walker_for(fd, header, state.end, size):
+        if block.kind != fmt.SEALED or block.a != count:
+            break
+        if starts_entry(run_mark, block.offset, header.frame_size):
+            if index is None:
+                index = state.index.copy()
+            try:
+                index.add(0, block.a, block.offset)
+            except ValueError:
+                break  # out of order: damage, never a commit
+            run_mark = block.offset
+        seq, count, since, last = seq + 1, count + 1, since + 1, block
+    if last is None:
+        return state
+    return state.after_sealed(seq, last, index or state.index, run_mark, since)
 
 
 def _verified_commit_after(
@@ -313,12 +421,12 @@ def _verified_commit_after(
     if commit is None:
         return None
     index = state.index.copy()
-    since = state.since_checkpoint
-    for block in BlockWalker(fd, state.end, commit.offset):
-        if body_crc(fd, block) != block.body_crc:
+    since, run_mark = state.since_checkpoint, state.run_mark
+    for block in walker_for(fd, header, state.end, commit.offset):
+        if block.kind == fmt.SEALED or body_crc(fd, block) != block.body_crc:
             return None
         try:
-            _apply(index, block, None)
+            run_mark = _apply(index, block, None, run_mark, header.frame_size)
         except CorruptRecordError:
             return None
         since = 0 if block.kind == fmt.CHECKPOINT else since + 1
@@ -327,9 +435,11 @@ def _verified_commit_after(
 
 def _next_commit(fd: int, header: fmt.FileHeader, state: State, size: int) -> fmt.Commit | None:
     """The COMMIT block closing the blocks after ``state``, if its links and chain match."""
-    walker = BlockWalker(fd, state.end, size)
+    walker = walker_for(fd, header, state.end, size)
     chain = 0
     for count, block in enumerate(walker):
+        if block.kind == fmt.SEALED:
+            return None  # only where a commit starts, and then _sealed_run took it
         if block.kind == fmt.COMMIT:
             commit = fmt.decode_commit(block, walker.body(block), header.file_id)
             ok = (
@@ -343,6 +453,26 @@ def _next_commit(fd: int, header: fmt.FileHeader, state: State, size: int) -> fm
             )
             return commit if ok else None
         chain = fmt.crc32(block.raw, chain)
+    return None
+
+
+def intact_commit_after(fd: int, header: fmt.FileHeader, state: State, size: int) -> int | None:
+    """The offset of an intact sealed record past the end of ``state`` with a later record
+    number, if there is one (``None``: what follows ``state`` may well be a torn write).
+
+    A killed writer leaves at most the start of what it was writing, which never holds a
+    whole sealed record with a later number: finding one means that a commit after the
+    last one found is intact, so the block before it was damaged, not torn. Sealed records
+    lie within ``SEAL_SPAN`` bytes of the last full commit, so the search is bounded.
+    """
+    if not header.sealing or state.end + 1 >= size:
+        return None
+    limit = min(size, state.end + _TAIL_SEARCH)
+    data = pread(fd, limit - state.end, state.end)
+    for match in _SEALED_START.finditer(data, 1):
+        found = unseal(data, match.start(), header.seal)
+        if found is not None and found[0] > state.count:
+            return state.end + match.start()
     return None
 
 

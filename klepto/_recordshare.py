@@ -58,10 +58,12 @@ from klepto._recordread import FrameReader
 from klepto._recordscan import (
     InvalidRecordFile,
     Located,
+    State,
     locate,
     pread,
     read_commit,
 )
+from klepto._recordseal import needed, unseal
 from klepto._recordwriter import Writer
 from klepto.errors import CorruptRecordError
 from klepto.records import DEFAULT_FRAME_SIZE, RecordFile
@@ -100,7 +102,8 @@ class Change(NamedTuple):
 
 
 class CommitPoint(NamedTuple):
-    """Identifies one commit of one file (to check later that a file still holds it)."""
+    """Identifies one commit of one file (to check later that a file still holds it);
+    ``timestamp_ns`` is 0 for a sealed record, which carries no time."""
 
     file_id: str
     seq: int
@@ -123,7 +126,7 @@ class SharedRecordFile(RecordFile):
 
     def __init__(
         self,
-        path: str | os.PathLike,
+        path: str | os.PathLike[str],
         *,
         durability: str = "flush",
         metadata: bytes | None = None,
@@ -155,6 +158,7 @@ class SharedRecordFile(RecordFile):
             frame_size=frame_size,
             dictionary_size=dictionary_size,
             clock=clock,
+            sealed_commits=False,
         )
         _open_files.add(self)
 
@@ -249,6 +253,8 @@ class SharedRecordFile(RecordFile):
         if point.seq == 0:
             return point.count == 0
         assert self._fd is not None
+        if point.timestamp_ns == 0 and self._header.sealing:  # a sealed record's point
+            return self._holds_sealed(point, state.end)
         commit = read_commit(self._fd, point.offset, self._header.file_id, state.end)
         return commit is not None and (
             commit.seq,
@@ -256,9 +262,25 @@ class SharedRecordFile(RecordFile):
             commit.timestamp_ns,
         ) == (point.seq, point.count, point.timestamp_ns)
 
+    def _holds_sealed(self, point: CommitPoint, end: int) -> bool:
+        """Whether the sealed record at ``point.offset`` ends the commit ``point`` names (an
+        append-only file with this ``file_id``: the records before it are those it had)."""
+        if not fmt.DATA_START <= point.offset < end:
+            return False
+        assert self._fd is not None
+        data = pread(self._fd, fmt.SEALED_HEAD, point.offset)
+        size = needed(data, 0)
+        if point.offset + size > end:
+            return False
+        if size > len(data):
+            data = pread(self._fd, size, point.offset)
+        found = unseal(data, 0, self._header.seal)
+        return found is not None and found[0] + 1 == point.count
+
     # --- direct record access (for an index that remembers where records are) ------------
     def frame_of(self, number: int) -> int:
-        """File offset of the frame holding committed record ``number``."""
+        """File offset of the frame holding committed record ``number`` (or of the run of
+        sealed records holding it)."""
         return frame_offset(self, number)
 
     def record_in_frame(self, number: int, offset: int) -> bytes | memoryview:
@@ -285,6 +307,8 @@ class SharedRecordFile(RecordFile):
         number = start
         while number < stop:
             offset, flags, first, count, body = blocks.next_frame()
+            if first + count <= number:
+                continue  # a sealed record before ``start``, in the run frame_of() points at
             if not first <= number < first + count:
                 raise fmt.corrupt(f"frame does not hold record {number}", self._path, offset)
             if flags == 0 and count == 1:
@@ -419,11 +443,23 @@ class SharedRecordFile(RecordFile):
             if spare is not None and spare.committed is state:
                 self._writer = spare  # nobody wrote since our last turn: reuse the writer
             else:
-                self._writer = Writer(
-                    fd, self._path, self._header, state, durable=self.durable, clock=self._clock
-                )
+                self._writer = self._new_writer(fd, state)
             return change
         return self._catch_up(fd, info.st_size) or change
+
+    def _new_writer(self, fd: int, state: State) -> Writer:
+        # Every commit is written in full, with its commit pointer: a file archive refuses a
+        # damaged last commit (unless repairing), which a pointer-less sealed record would not
+        # let it tell from a torn write.
+        return Writer(
+            fd,
+            self._path,
+            self._header,
+            state,
+            durable=self.durable,
+            clock=self._clock,
+            sealing=False,
+        )
 
     def _catch_up(self, fd: int, size: int) -> Change | None:
         """Locate the latest commit, repair a torn tail, and become the writer."""
@@ -434,20 +470,16 @@ class SharedRecordFile(RecordFile):
         if advanced is not None and advanced[0].end == size:  # the usual case: no tail
             state, records = advanced
             self._state = state
-            self._writer = Writer(
-                fd, self._path, self._header, state, durable=self.durable, clock=self._clock
-            )
+            self._writer = self._new_writer(fd, state)
             return Change(False, old.count, state.count, records)
         located = locate(fd, self._path, self._header, head, old)
         self._judge(located)
         if located.problems or located.tail_bytes:
-            recover(fd, self._path, located, durable=self.durable)
+            recover(fd, self._path, located, durable=self.durable, header=self._header)
             self._reader.clear()
         state = located.state
         self._state = state
-        self._writer = Writer(
-            fd, self._path, self._header, state, durable=self.durable, clock=self._clock
-        )
+        self._writer = self._new_writer(fd, state)
         if state.seq == old.seq:
             return None
         return Change(False, old.count, state.count)
@@ -475,9 +507,7 @@ class SharedRecordFile(RecordFile):
         with super().rewrite(**format_options) as fresh:
             yield fresh
         assert self._fd is not None
-        self._writer = Writer(
-            self._fd, self._path, self._header, self._state, durable=self.durable, clock=self._clock
-        )
+        self._writer = self._new_writer(self._fd, self._state)
 
     # --- the inter-process lock -----------------------------------------------------------
     @contextlib.contextmanager
@@ -548,7 +578,7 @@ class SharedRecordFile(RecordFile):
         if lock_fd is not None:
             os.close(lock_fd)  # the parent's own handle keeps its lock, if it holds one
 
-    def __reduce__(self) -> tuple:
+    def __reduce__(self) -> tuple[Any, ...]:
         return (_reopen_shared, (self._path, self._durability, self._strict))
 
 

@@ -4,7 +4,8 @@ Opening a file checks only what it must (the last commit and a bounded tail); th
 the whole committed part: block headers and body CRCs, every frame decompressed and its
 length table checked, index pages and checkpoints compared with the index rebuilt from the
 frames, and every commit's sequence number, start, back link, CRC chain, record count and
-metadata/dictionary/checkpoint pointers. Problems are collected, not raised, so that one
+metadata/dictionary/checkpoint pointers; a sealed record must start a commit and carry the
+record number due there. Problems are collected, not raised, so that one
 report tells everything; a damaged block header stops the walk (nothing after it can be
 located).
 """
@@ -19,7 +20,8 @@ from dataclasses import dataclass, field
 from klepto import _recordformat as fmt
 from klepto._recordindex import FrameIndex
 from klepto._recordread import FrameReader
-from klepto._recordscan import BlockWalker, State, body_crc, pread
+from klepto._recordscan import State, body_crc, intact_commit_after, pread, walker_for
+from klepto._recordseal import starts_entry
 from klepto.errors import CorruptRecordError
 
 Progress = Callable[[int, "int | None"], object]  # progress(bytes checked, bytes to check)
@@ -72,18 +74,23 @@ class _Verifier:
         self.last = State(index=self.index)
         self.chain = 0
         self.n_blocks = 0
+        self.run_mark = 0  # see klepto._recordseal.starts_entry
         self.in_commit: dict[int, int] = {}  # offset -> kind of this commit's non-frame blocks
 
     def problem(self, offset: int, reason: str) -> None:
         self.report.problems.append((offset, reason))
 
     def run(self, end: int, progress: Progress | None = None) -> VerifyReport:
-        walker = BlockWalker(self.fd, fmt.DATA_START, end)
+        walker = walker_for(self.fd, self.header, fmt.DATA_START, end)
         for block in walker:
             self.report.blocks += 1
             self.report.bytes_checked += block.end - block.offset
             if progress is not None:
                 progress(block.end, end)
+            if block.kind == fmt.SEALED:
+                self.sealed(block)
+                continue
+            self.run_mark = 0
             if block.kind == fmt.COMMIT:
                 self.commit(block, walker.body(block))
                 continue
@@ -127,6 +134,27 @@ class _Verifier:
             self.index.add(0, block.a, block.offset)
         except ValueError as exc:
             self.problem(block.offset, f"frame out of order ({exc})")
+
+    def sealed(self, block: fmt.Block) -> None:
+        """A sealed record (whole and intact, or the walker would have stopped): a commit."""
+        self.report.frames += 1
+        if self.n_blocks:
+            self.problem(block.offset, "sealed record inside another commit")
+        if block.a != self.records:
+            self.problem(block.offset, f"sealed record {block.a}, expected {self.records}")
+        self.records = block.a + 1
+        if starts_entry(self.run_mark, block.offset, self.header.frame_size):
+            try:
+                self.index.add(0, block.a, block.offset)
+            except ValueError as exc:
+                self.problem(block.offset, f"sealed record out of order ({exc})")
+            self.run_mark = block.offset
+        last = self.last
+        self.last = last.after_sealed(last.seq + 1, block, self.index, self.run_mark, 0)
+        self.report.commits += 1
+        self.report.records = self.records
+        self.chain, self.n_blocks = 0, 0
+        self.in_commit = {}
 
     def page(self, block: fmt.Block, body: bytes) -> None:
         level = block.b
@@ -185,7 +213,13 @@ def verify_file(
     fd: int, path: str, header: fmt.FileHeader, state: State, progress: Progress | None = None
 ) -> VerifyReport:
     report = _Verifier(fd, path, header).run(state.end, progress)
-    report.tail_bytes = max(os.fstat(fd).st_size - state.end, 0)
+    size = os.fstat(fd).st_size
+    report.tail_bytes = max(size - state.end, 0)
     if report.commits != state.seq and not report.problems:
         report.problems.append((state.end, f"found {report.commits} commits, expected {state.seq}"))
+    later = intact_commit_after(fd, header, state, size) if report.tail_bytes else None
+    if later is not None:
+        report.problems.append(
+            (state.end, f"damaged block after the last commit; an intact commit follows at {later}")
+        )
     return report

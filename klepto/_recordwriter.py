@@ -10,6 +10,12 @@ fsyncs once in ``durable`` mode, and finally updates the commit pointer slot.
 One fsync is enough because the COMMIT block's CRC chain covers every block of the commit:
 after a power loss a commit whose data did not reach the disk fails verification on open
 and is dropped, and no commit is acknowledged before its fsync returned.
+
+A commit of one small record and nothing else is written as a *sealed record* instead
+(version-2 files; :mod:`klepto._recordseal`): one block, one write, no pointer update. To
+keep opening cheap, the sealed records after the last full commit are bounded: a commit is
+written in full once ``CHECKPOINT_EVERY`` blocks have passed since the index checkpoint or
+``SEAL_SPAN`` bytes since the last full commit, and when its index entry would fill a page.
 """
 
 from __future__ import annotations
@@ -17,20 +23,39 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
+from klepto import _fs, _recordseal
 from klepto import _recordformat as fmt
 from klepto._fs import pread, pwrite_all
-from klepto._recordscan import State, locate
+from klepto._recordscan import State, locate, read_slots
+from klepto._recordstream import Streaming
 from klepto.errors import LockedError
 
 FLUSH_AT = 1 << 20  # write the buffer to the file once it holds this much
 STREAM_AT = 4 << 20  # records at least this large are compressed and written in chunks
-STREAM_CHUNK = 1 << 20
 MIN_COMPRESS = 256  # smaller payloads are stored raw: compressing them costs more than it saves
 CHECKPOINT_EVERY = 256  # blocks between index checkpoints: bounds the walk on open
+SEAL_SPAN = 1 << 18  # bytes of sealed records after the last full commit: bounds that walk
 _UNSET: Any = object()
+_SEALED = _recordseal.SEALED
+_SEAL_HEAD = _recordseal.HEAD.pack
+_SEAL_CRC = _recordseal.CRC.pack
+_SEAL_HEAD_SIZE = _recordseal.HEAD_SIZE
+_crc32 = fmt.crc32
+_forks = 0  # processes forked from this one so far (in a child: 1 more than its parent)
+
+
+def _count_fork() -> None:
+    global _forks
+    _forks += 1
+
+
+_COUNTS_FORKS = hasattr(os, "register_at_fork")
+if _COUNTS_FORKS:
+    # A writer compares this counter with its own instead of calling getpid() per commit.
+    os.register_at_fork(after_in_child=_count_fork)
 
 
 def sync(fd: int) -> None:
@@ -45,7 +70,7 @@ def sync(fd: int) -> None:
         os.fsync(fd)
 
 
-class Writer:
+class Writer(Streaming):
     """Uncommitted state of the one writer of a record file (not thread-safe on its own)."""
 
     def __init__(
@@ -58,6 +83,7 @@ class Writer:
         durable: bool,
         clock: Callable[[], int] = time.time_ns,
         encoding: str = "utf-8",
+        sealing: bool = True,
     ) -> None:
         self.fd = fd
         self.path = path
@@ -67,8 +93,19 @@ class Writer:
         self.encoding = encoding
         self.frame_size = header.frame_size
         self.pid = os.getpid()
+        self.forks = _forks if _COUNTS_FORKS else -1  # -1: never equal, check the pid
+        self.seal_max = self._seal_max(header) if sealing else 0
         self.committed = state
         self._load(state)
+
+    @staticmethod
+    def _seal_max(header: fmt.FileHeader) -> int:
+        """The largest record a sealed record holds in this file (0: none). Records that
+        would be compressed are not sealed: a sealed record is stored raw."""
+        if not header.sealing:
+            return 0
+        largest = min(_recordseal.MAX_LENGTH, header.frame_size - 1)
+        return min(largest, MIN_COMPRESS - 1) if header.codec else largest
 
     def _load(self, state: State) -> None:
         self.committed = state
@@ -90,6 +127,16 @@ class Writer:
         self.codec = fmt.make_codec(self.header, zdict)
         wants_dict = self.header.codec != 0 and self.header.dictionary_size > 0
         self.sample: bytearray | None = bytearray() if wants_dict and zdict is None else None
+        self.next_slot = self._next_slot()
+        self.seal_until = state.slot.commit_end + SEAL_SPAN  # sealed records start before
+
+    def _next_slot(self) -> int:
+        """The commit pointer slot to write next: the one not holding the newest pointer
+        (so a torn pointer write always leaves the newest one before it intact)."""
+        head = pread(self.fd, fmt.DATA_START, 0)
+        slots = [fmt.decode_slot(head[offset : offset + 64]) for offset in fmt.SLOT_OFFSETS]
+        newest = max(range(2), key=lambda i: -1 if slots[i] is None else slots[i].seq)
+        return 1 - newest
 
     def _read_dictionary(self, offset: int) -> bytes | None:
         if not offset:
@@ -231,7 +278,6 @@ class Writer:
             self.buf_base += len(self.buf)
             self.buf = bytearray()
 
-    # --- large records, streamed ----------------------------------------------------------
     def check_process(self) -> None:
         """Refuse to write from a forked child: the parent owns the file and its lock."""
         if os.getpid() != self.pid:
@@ -240,58 +286,70 @@ class Writer:
                 "open it again in this process"
             )
 
-    def append_stream(self, chunks: Iterable[bytes | memoryview]) -> int:
-        """Append one record made of ``chunks`` without holding it whole in memory."""
-        self.check_process()
-        self.cut()
-        self.flush()
-        try:
-            return self._stream_frame(chunks)
-        except BaseException:
-            os.ftruncate(self.fd, self.buf_base)  # drop the partial frame
-            raise
+    # --- sealed records ---------------------------------------------------------------------
+    def seal(self, record: bytes | bytearray | memoryview | str) -> int:
+        """Append ``record`` and commit it at once; its number.
 
-    def _stream_frame(self, chunks: Iterable[bytes | memoryview]) -> int:
-        offset = self.buf_base
-        body_start = offset + fmt.BLOCK_SIZE
-        pieces = _rechunk(chunks)
-        first_piece = next(pieces, b"")
-        compressor = self._stream_compressor(first_piece)
-        pos, crc = body_start, 0
-        for piece in _prepend(first_piece, pieces):
-            out = compressor.compress(piece) if compressor else piece
-            if out:
-                pwrite_all(self.fd, out, pos)
-                crc = fmt.crc32(out, crc)
-                pos += len(out)
-        if compressor:
-            out = compressor.flush()
-            pwrite_all(self.fd, out, pos)
-            crc = fmt.crc32(out, crc)
-            pos += len(out)
-        flags = fmt.F_COMPRESSED | fmt.F_STREAMED if compressor else 0
-        head = fmt.encode_block(fmt.FRAME, flags, crc, pos - body_start, self.framed, 1)
-        pwrite_all(self.fd, head, offset)
-        self.chain = fmt.crc32(head, self.chain)
-        self.nblocks += 1
-        self.since_cp += 1
-        self.buf_base = pos
-        first = self.framed
-        self.framed += 1
-        self.count += 1
-        self._index_frame(first, offset)
-        return first
+        The commit is one sealed record when nothing else waits (see the module docstring),
+        otherwise an ordinary ``append`` and ``commit``.
+        """
+        if type(record) is not bytes:
+            record = self._as_bytes(record)
+        if self.pending or self.sample is not None or not self._sealed(record):
+            number = self.append(record)
+            self.commit()
+            return number
+        return self.framed - 1
 
-    def _stream_compressor(self, probe: bytes | memoryview) -> Any:
-        """A compressor for a streamed record, or ``None`` when its start does not compress."""
-        if not self.header.codec or not probe:
-            return None
-        probe = probe[:65536]
-        trial = self.codec.stream_compressor()
-        size = len(trial.compress(probe)) + len(trial.flush())
-        if size > len(probe) - (len(probe) >> 4):
-            return None
-        return self.codec.stream_compressor()
+    def _sealed(self, record: bytes) -> bool:
+        """Commit ``record`` (not yet counted) as a sealed record, if that is allowed now.
+
+        The hot path of a log that commits every record: kept to one write and a few
+        attribute updates.
+        """
+        state = self.committed
+        offset = state.end
+        size = len(record)
+        if (
+            size > self.seal_max
+            or offset >= self.seal_until
+            or self.nblocks
+            or self.metadata_new is not _UNSET
+            or state.since_checkpoint >= CHECKPOINT_EVERY
+        ):
+            return False
+        run_mark = state.run_mark
+        entry = not run_mark or offset - run_mark >= self.frame_size
+        if entry and len(self.index.firsts[0]) + 1 >= self.header.fanout:
+            return False  # the entry fills a page: a full commit writes the page with it
+        if self.forks != _forks:
+            self.check_process()
+        number = self.framed
+        head = _SEAL_HEAD(_SEALED, 0, size, number)
+        block = head + _SEAL_CRC(_crc32(record, _crc32(head, self.header.seal))) + record
+        written = _fs._pwrite_once(self.fd, block, offset)  # looked up here: tests inject EIO
+        if written != len(block):
+            pwrite_all(self.fd, block[written:], offset + written)
+        if self.durable:
+            sync(self.fd)
+        index = self.index
+        if entry:
+            index.firsts[0].append(number)
+            index.offsets[0].append(offset)
+            run_mark = offset
+        self.framed = self.count = number + 1
+        self.buf_base = end = offset + size + _SEAL_HEAD_SIZE
+        self.since_cp = since = self.since_cp + 1
+        # The committed state is updated in place (a new object per commit would cost more
+        # than the write); its index is the writer's, which holds no uncommitted entry here.
+        state.seq += 1
+        state.count = number + 1
+        state.end = end
+        state.last_commit = offset
+        state.index = index
+        state.since_checkpoint = since
+        state.run_mark = run_mark
+        return True
 
     # --- metadata and commit --------------------------------------------------------------
     def set_metadata(self, value: bytes | None) -> None:
@@ -305,6 +363,13 @@ class Writer:
 
         Returns ``False`` when there was nothing to commit.
         """
+        if len(self.pending) == 1 and not self.nblocks:
+            record = self.pending[0]
+            self.pending, self.pending_size, self.count = [], 0, self.framed
+            if self._sealed(record):
+                return True
+            self.pending.append(record)  # not sealable: put it back, commit in full
+            self.pending_size, self.count = len(record) + 2, self.framed + 1
         self.cut()
         changed = self.metadata_new is not _UNSET and (
             self.metadata_new is not None or self.metadata != 0
@@ -326,7 +391,9 @@ class Writer:
         if self.durable:
             sync(self.fd)
         slot = fmt.Slot(commit.seq, commit.offset, commit.end, commit.record_count)
-        pwrite_all(self.fd, slot.encode(), fmt.SLOT_OFFSETS[commit.seq % 2])
+        pwrite_all(self.fd, slot.encode(), fmt.SLOT_OFFSETS[self.next_slot])
+        self.next_slot = 1 - self.next_slot
+        self.seal_until = slot.commit_end + SEAL_SPAN
         self.committed = State(
             commit.seq,
             commit.record_count,
@@ -338,6 +405,8 @@ class Writer:
             commit.timestamp_ns,
             self.index,
             self.since_cp,
+            slot,
+            0,
         )
         self.chain = 0
         self.nblocks = 0
@@ -371,21 +440,6 @@ class Writer:
         state = locate(self.fd, self.path, self.header, head).state
         if os.fstat(self.fd).st_size > state.end:
             os.ftruncate(self.fd, state.end)
-        if state.seq:
-            slot = fmt.Slot(state.seq, state.last_commit, state.end, state.count)
-            pwrite_all(self.fd, slot.encode(), fmt.SLOT_OFFSETS[state.seq % 2])
+        if state.slot.seq and state.slot not in read_slots(head):
+            pwrite_all(self.fd, state.slot.encode(), fmt.SLOT_OFFSETS[self._next_slot()])
         self._load(state)
-
-
-def _rechunk(chunks: Iterable[bytes | memoryview]) -> Any:
-    """Split or pass through ``chunks`` so that no piece exceeds ``STREAM_CHUNK`` bytes."""
-    for chunk in chunks:
-        view = memoryview(chunk).cast("B")
-        for start in range(0, len(view), STREAM_CHUNK):
-            yield view[start : start + STREAM_CHUNK]
-
-
-def _prepend(first: Any, rest: Any) -> Any:
-    if len(first):
-        yield first
-    yield from rest

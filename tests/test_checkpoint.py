@@ -685,4 +685,5 @@ def test_io_errors_propagate_and_leave_a_recoverable_computation(tmp_path, monke
             again.checkpoint([*recovered, "more"])
         if not injected.fired:
             break
-    assert n >= 3, "the injection never reached the operation's writes"
+    # A log entry is one sealed record (one write); a checkpoint writes several times.
+    assert n >= (2 if operation == "log" else 3), "the injection never reached the writes"

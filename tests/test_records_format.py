@@ -15,7 +15,7 @@ MAGIC = b"\x89KRF\r\n\x1a\n"
 
 
 class MinimalReader:
-    """Follows docs/formats.rst, "Record file (version 1)", and nothing else."""
+    """Follows docs/formats.rst, "Record file (version 2)", and nothing else."""
 
     def __init__(self, data: bytes) -> None:
         self.data = data
@@ -25,9 +25,12 @@ class MinimalReader:
         version, size, self.frame_size, self.codec, self.level, _flags, self.fanout = (
             struct.unpack_from("<HHIBbHI", header, 8)
         )
-        assert (version, size) == (1, 64)
+        assert version in (1, 2) and size == 64
+        self.version = version
         self.file_id = header[28:44]
+        self.seal = zlib.crc32(self.file_id)
         self.slot = self.newest_slot()
+        self.end, self.count = self.last_commit()
 
     def newest_slot(self) -> tuple[int, int, int, int]:
         slots = []
@@ -37,7 +40,29 @@ class MinimalReader:
                 slots.append(struct.unpack_from("<QQQQ", raw))
         return max(slots)
 
+    def sealed(self, offset: int) -> tuple[int, bytes] | None:
+        """(record number, record) of a valid sealed record at ``offset``, else None."""
+        head = self.data[offset : offset + 16]
+        if self.version < 2 or len(head) < 16 or head[0] != 7 or head[1] != 0:
+            return None
+        length, number, crc = struct.unpack_from("<HQI", head, 2)
+        record = self.data[offset + 16 : offset + 16 + length]
+        if len(record) != length or crc != zlib.crc32(record, zlib.crc32(head[:12], self.seal)):
+            return None
+        return number, record
+
+    def last_commit(self) -> tuple[int, int]:
+        """(end, record count) of the last commit: the slot's, then the sealed records
+        with the next numbers after it (the files here have every full commit's slot)."""
+        _, _, end, count = self.slot
+        while (found := self.sealed(end)) is not None and found[0] == count:
+            end, count = end + 16 + len(found[1]), count + 1
+        return end, count
+
     def block(self, offset: int) -> tuple[int, int, int, int, int, bytes]:
+        found = self.sealed(offset)
+        if found is not None:  # kind 7, a = its number, b = 1; 32 + length is its size
+            return 7, 0, found[0], 1, 16 + len(found[1]) - 32, found[1]
         head = self.data[offset : offset + 32]
         kind, flags, reserved, body_crc, body_len, a, b, head_crc = struct.unpack("<BBHIQQII", head)
         assert head_crc == zlib.crc32(head[:28]) and reserved == 0
@@ -70,14 +95,16 @@ class MinimalReader:
         zdict = self.block(commit["dictionary"])[5] if commit["dictionary"] else None
         out: list[bytes] = []
         offset = 4096
-        end = self.slot[1]
-        while offset < end:
+        while offset < self.end:
             kind, flags, a, b, length, body = self.block(offset)
             if kind == 1:
                 assert a == len(out)
                 out.extend(self.frame(flags, b, body, zdict))
+            elif kind == 7:
+                assert a == len(out)
+                out.append(body)
             offset += 32 + length
-        assert len(out) == commit["count"]
+        assert offset == self.end and len(out) == self.count >= commit["count"]
         return out
 
     def frame(self, flags: int, n: int, body: bytes, zdict: bytes | None) -> list[bytes]:
@@ -131,9 +158,15 @@ class MinimalReader:
                         )
                     )
                     first, offset = max(e for e in page if e[0] <= r)
-                kind, flags, a, b, _, body = self.block(offset)
-                assert kind == 1 and a == first
-                return self.frame(flags, b, body, zdict)[r - a]
+                kind, flags, a, b, length, body = self.block(offset)
+                assert kind in (1, 7) and a == first
+                if kind == 1:
+                    return self.frame(flags, b, body, zdict)[r - a]
+                while a < r:  # a run of sealed records: read it forward
+                    offset += 32 + length
+                    kind, _, a, _, length, body = self.block(offset)
+                    assert kind == 7
+                return body
         raise IndexError(r)
 
     def index_at_commit(self) -> list[list[tuple[int, int]]]:
@@ -150,8 +183,15 @@ class MinimalReader:
                 levels.append(list(zip(firsts, offsets)))
                 pos += 4 + 16 * n
             offset = commit["checkpoint"] + 32 + length
-        while offset < self.slot[1]:
+        run_mark = 0  # the run's last sealed record with an entry (0: no run)
+        while offset < self.end:
             kind, _, a, b, length, _ = self.block(offset)
+            if kind == 7:
+                if not run_mark or offset - run_mark >= self.frame_size:
+                    levels[0].append((a, offset))
+                    run_mark = offset
+            else:
+                run_mark = 0
             if kind == 1:
                 levels[0].append((a, offset))
             elif kind == 2:
@@ -178,6 +218,17 @@ def test_documented_example_layout(tmp_path):
     assert struct.unpack_from("<QQQQ", data, 3072) == (1, 4139, 4251, 2)
     reader = MinimalReader(data)
     assert reader.records() == [b"hi", b"there"] and reader.metadata() is None
+    with RecordFile(str(path), "a", compression=None) as f:
+        f.append(b"!")
+        f.commit()  # one small record on its own: a sealed record, 17 bytes, no slot write
+    data = path.read_bytes()
+    assert len(data) == 4251 + 17 and data[4251:4263] == bytes.fromhex("0700010002" + "00" * 7)
+    seal = zlib.crc32(data[28:44])
+    assert struct.unpack_from("<I", data, 4263)[0] == zlib.crc32(
+        b"!", zlib.crc32(data[4251:4263], seal)
+    )
+    assert data[4267:] == b"!" and struct.unpack_from("<QQQQ", data, 3072) == (1, 4139, 4251, 2)
+    assert MinimalReader(data).records() == [b"hi", b"there", b"!"]
 
 
 @pytest.mark.parametrize("fanout", [256, 3])
@@ -198,10 +249,14 @@ def test_minimal_reader_reads_klepto_files(tmp_path, monkeypatch, fanout):
             if start % 3 == 0:
                 f.set_metadata(b"cursor %d" % start)
             f.commit()
+        for i in range(2500):  # one record per commit: mostly sealed records, in runs
+            data.append(b"%d " % i * rnd.choice((1, 1, 1, 30, 200)))
+            f.commit_record(data[-1])
         f.extend([b"uncommitted"] * 10)  # not part of any commit: invisible
     raw = path.read_bytes()
+    assert raw.count(b"\x07\x00") > 1500  # sealed records are there
     reader = MinimalReader(raw)
     assert reader.records() == data
-    assert reader.metadata() == b"cursor %d" % (len(data) // 97 // 3 * 3 * 97)
-    for r in (0, 1, 100, 101, 2048, 3999, *rnd.sample(range(4000), 50)):
+    assert reader.metadata() == b"cursor %d" % (4000 // 97 // 3 * 3 * 97)
+    for r in (0, 1, 100, 101, 2048, 3999, 4000, 6499, *rnd.sample(range(6500), 100)):
         assert reader.record(r) == data[r]

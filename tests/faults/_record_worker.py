@@ -7,6 +7,8 @@ returned; readers print one JSON line with what they saw.
 Commands::
 
     writer PATH SEED COUNT DURABILITY   append COUNT records, commit at the plan's boundaries
+    sealer PATH SEED COUNT DURABILITY   commit each of COUNT records on its own (commit_record:
+                                        sealed records, full commits for the big ones)
     hold PATH                           open PATH for writing, print "ready", wait for stdin
     reader PATH SEED COUNT STOPFILE     refresh until STOPFILE exists; report violations
 """
@@ -76,6 +78,17 @@ def writer(path: str, seed: int, count: int, durability: str) -> None:
     _say("done")
 
 
+def sealer(path: str, seed: int, count: int, durability: str) -> None:
+    from klepto.records import RecordFile
+
+    plan = Plan(seed, count)
+    with RecordFile(path, "a", durability=durability) as f:
+        for i in range(len(f), count):
+            f.commit_record(plan.record(i))
+            _say(f"ack {i + 1}")
+    _say("done")
+
+
 def hold(path: str) -> None:
     from klepto.records import RecordFile
 
@@ -126,6 +139,8 @@ def main(argv: list[str]) -> None:
     command, path, *rest = argv
     if command == "writer":
         writer(path, int(rest[0]), int(rest[1]), rest[2])
+    elif command == "sealer":
+        sealer(path, int(rest[0]), int(rest[1]), rest[2])
     elif command == "hold":
         hold(path)
     elif command == "reader":

@@ -1,0 +1,182 @@
+"""Sealed records: a commit of one small record in a single 16-byte-header block.
+
+Most commits of a log hold one small record (an operation, an event), and a full commit
+(a FRAME block, a COMMIT block and a commit-pointer update: three writes and 144 bytes of
+framing) costs far more than the record. In a version-2 file the writer stores such a
+commit as one *sealed record* instead, written with one system call::
+
+    0   1  kind: 7 (SEALED)
+    1   1  flags: 0
+    2   2  length of the record (u16)
+    4   8  the record's number
+    12  4  crc32 of bytes 0..11 and then of the record, starting from the file's seal
+    16  .. the record, raw
+
+The *seal* is ``crc32(file_id)``: a block from another file never checks out here. A sealed
+record is valid only where a commit may start (at the end of the previous commit) and only
+with the record number due there; it is then a commit (sequence number one more than the
+previous commit's), which leaves the metadata, dictionary and index checkpoint unchanged.
+Commit pointers name full commits only: the sealed records after the pointed-to commit are
+found by walking, which the writer keeps short (see ``_recordwriter``).
+
+The index lists a sealed record only where a *run* of consecutive sealed records begins and
+then once per ``frame_size`` bytes (:func:`starts_entry`); a lookup landing on a sealed
+record reads the run forward from there, as it would read a frame.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections.abc import Callable
+from typing import Any
+
+from klepto.errors import CorruptRecordError
+
+__all__ = [
+    "HEAD_SIZE",
+    "MAX_LENGTH",
+    "SEALED",
+    "RunFrame",
+    "encode",
+    "read_run",
+    "seal_of",
+    "starts_entry",
+    "unseal",
+]
+
+SEALED = 7
+HEAD = struct.Struct("<BBHQ")  # kind, flags, length, record number
+CRC = struct.Struct("<I")
+HEAD_SIZE = HEAD.size + CRC.size  # 16
+MAX_LENGTH = 0xFFFF
+RUN_SLACK = 512  # read this much past a run's nominal span: one read covers most runs
+crc32 = zlib.crc32
+_unpack_head = HEAD.unpack_from
+_unpack_crc = CRC.unpack_from
+
+
+def seal_of(file_id: bytes) -> int:
+    """The CRC seed of a file's sealed records."""
+    return crc32(file_id)
+
+
+def encode(record: bytes, number: int, seal: int) -> bytes:
+    """The sealed record of ``record`` (at most ``MAX_LENGTH`` bytes) numbered ``number``."""
+    head = HEAD.pack(SEALED, 0, len(record), number)
+    return head + CRC.pack(crc32(record, crc32(head, seal))) + record
+
+
+def unseal(data: bytes | memoryview, pos: int, seal: int) -> tuple[int, int, int] | None:
+    """``(record number, body start, body end)`` of the sealed record at ``data[pos:]``.
+
+    ``None`` when the bytes there are not a whole, intact sealed record (another kind of
+    block, a torn write, damage, or not enough bytes in ``data``).
+    """
+    if len(data) - pos < HEAD_SIZE or data[pos] != SEALED:
+        return None
+    _kind, flags, length, number = _unpack_head(data, pos)
+    start = pos + HEAD_SIZE
+    end = start + length
+    if flags or end > len(data):
+        return None
+    expected = crc32(data[start:end], crc32(data[pos : pos + 12], seal))
+    if _unpack_crc(data, pos + 12)[0] != expected:
+        return None
+    return number, start, end
+
+
+def needed(data: bytes | memoryview, pos: int) -> int:
+    """How many bytes the sealed record at ``data[pos]`` spans (16 while its header is cut)."""
+    if len(data) - pos < HEAD_SIZE:
+        return HEAD_SIZE
+    return HEAD_SIZE + _unpack_head(data, pos)[2]
+
+
+def starts_entry(run_mark: int, offset: int, frame_size: int) -> bool:
+    """Whether the sealed record at ``offset`` gets an index entry.
+
+    ``run_mark`` is the offset of the last indexed sealed record of the current run, 0 when
+    the block before this one is not a sealed record (a new run starts here). Everyone who
+    rebuilds the index (the writer, open, verify, followers) applies this same rule.
+    """
+    return not run_mark or offset - run_mark >= frame_size
+
+
+class RunFrame:
+    """Consecutive sealed records read from one place, with the interface of a frame."""
+
+    __slots__ = ("data", "ends", "first", "starts")
+
+    def __init__(self, first: int, data: bytes, starts: list[int], ends: list[int]) -> None:
+        self.first = first
+        self.data = data
+        self.starts = starts
+        self.ends = ends
+
+    @property
+    def payload(self) -> bytes:
+        return self.data
+
+    def __len__(self) -> int:
+        return len(self.ends)
+
+    def record(self, k: int) -> bytes:
+        return self.data[self.starts[k] : self.ends[k]]
+
+    def records(self, k0: int, k1: int, encoding: str | None) -> list[Any]:
+        data = self.data
+        pairs = zip(self.starts[k0:k1], self.ends[k0:k1])
+        if encoding is None:
+            return [data[a:b] for a, b in pairs]
+        return [data[a:b].decode(encoding) for a, b in pairs]
+
+
+def read_run(
+    read: Callable[[int, int], bytes],
+    offset: int,
+    seal: int,
+    span: int,
+    need: int,
+    path: object,
+    data: bytes | None = None,
+) -> RunFrame:
+    """The sealed records from ``offset`` on, at least up to record ``need``.
+
+    Starts from ``data`` (bytes already read at ``offset``), or reads ``span`` bytes, and
+    more if record ``need`` lies beyond them; stops at the first block that is not the
+    next sealed record. Damage before record ``need`` raises :class:`CorruptRecordError`;
+    what follows it may be a commit being written, and ends the run quietly.
+    """
+    if data is None:
+        data = read(offset, span + RUN_SLACK)
+    starts: list[int] = []
+    ends: list[int] = []
+    first = -1
+    pos = 0
+    while pos == len(data) or data[pos] == SEALED:
+        want = needed(data, pos)
+        if len(data) - pos < want:
+            if 0 <= first <= need < first + len(ends):
+                break  # what was asked for is here; the rest is read when asked for
+            more = read(offset + len(data), max(want, span) + RUN_SLACK)
+            if not more:
+                break
+            data += more
+            continue
+        found = unseal(data, pos, seal)
+        if found is None:
+            break
+        number, start, end = found
+        if first < 0:
+            first = number
+        elif number != first + len(ends):
+            break
+        starts.append(start)
+        ends.append(end)
+        pos = end
+    if not 0 <= first <= need < first + len(ends):
+        raise CorruptRecordError(
+            f"sealed record {need} is missing or damaged", path=path, offset=offset + pos
+        )
+    return RunFrame(first, data, starts, ends)
