@@ -1,9 +1,10 @@
 """Reading an operation store: replaying op records into plain data, and exporting them.
 
-Replaying parses JSON and applies each operation to plain dicts, lists and sets; nothing in
-the file is ever executed. An operation that does not apply (a missing key, an index out of
-range, an unknown op code) means the log is inconsistent and raises
-:class:`~klepto.errors.CorruptRecordError` naming the record and the operation.
+Replaying parses JSON (and compact records, :mod:`klepto.logs._oprecord`) and applies each
+operation to plain dicts, lists and sets; nothing in the file is ever executed. An
+operation that does not apply (a missing key, an index out of range, an unknown op code)
+means the log is inconsistent and raises :class:`~klepto.errors.CorruptRecordError`
+naming the record and the operation.
 
 Exports are for people and tools, never for loading: laaos-style Python source
 (``store['losses'].append(0.5)``) and JSON lines (one stored operation per line).
@@ -14,35 +15,41 @@ from __future__ import annotations
 import enum
 import json
 import math
+import struct
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from klepto.errors import CorruptRecordError
 from klepto.logs._opcodec import TaggedValue, UnknownTypeError, ValueCodec
+from klepto.logs._oprecord import APPEND_FLOAT, compact_append, parse_compact
 
 __all__ = ["FORMAT", "METADATA", "VERSION", "check_metadata", "python_lines", "replay"]
 
 FORMAT = "klepto.oplog"
-VERSION = 1
+VERSION = 2  # version 2 adds compact records; a version 1 store is written in version 1
+READABLE = (1, 2)
 METADATA = json.dumps({"format": FORMAT, "version": VERSION}).encode("ascii")
+_COMPACT = bytes([APPEND_FLOAT])
 
 _NESTED = (list, dict)
 _Apply = Callable[[Any, list[Any], ValueCodec], Any]
 
 
-def check_metadata(metadata: bytes | None, path: str) -> None:
-    """Raise unless a record file's metadata says it is an operation store we can read."""
+def check_metadata(metadata: bytes | None, path: str) -> int:
+    """The format version of an operation store's metadata; raise unless we can read it."""
     try:
         meta = json.loads(metadata) if metadata else None
     except ValueError:
         meta = None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CorruptRecordError("not an operation store (no klepto.oplog metadata)", path=path)
-    if meta.get("version") != VERSION:
+    version = meta.get("version")
+    if version not in READABLE or type(version) is not int:
         raise ValueError(
-            f"{path}: operation store format version {meta.get('version')!r} is not supported "
-            f"(this klepto reads version {VERSION})"
+            f"{path}: operation store format version {version!r} is not supported "
+            f"(this klepto reads versions {', '.join(map(str, READABLE))})"
         )
+    return version
 
 
 def _target(root: Any, path: list[Any], codec: ValueCodec) -> Any:
@@ -163,12 +170,41 @@ APPLY: dict[str, _Apply] = {
 def replay(records: Iterable[bytes], codec: ValueCodec, path: str) -> dict[Any, Any]:
     """The plain state after every operation of ``records`` (a fresh root ``{}`` first)."""
     root: dict[Any, Any] = {}
+    paths: dict[bytes, Any] = {}
     for number, record in enumerate(records):
-        root = _apply_all(root, _parse(record, number, path), codec, number, path)
+        if record[:1] == _COMPACT:
+            _append_compact(root, record, paths, codec, number, path)
+        else:
+            root = _apply_all(root, _parse(record, number, path), codec, number, path)
     return root
 
 
+def _append_compact(
+    root: Any, record: bytes, paths: dict[bytes, Any], codec: ValueCodec, number: int, path: str
+) -> None:
+    """Apply a compact record (one list append of a float) to ``root``."""
+    try:
+        steps, value = compact_append(record, paths)
+        node = root
+        for step in steps:
+            node = node[step if type(step) is not dict else codec.decode(step)]
+        if type(node) is not list:
+            raise TypeError(f"{type(node).__name__} is not a list")
+        node.append(value)
+    except UnknownTypeError:
+        raise
+    except (LookupError, TypeError, ValueError, AttributeError, struct.error) as exc:
+        raise CorruptRecordError(
+            f"compact record {number} does not apply: {type(exc).__name__}: {exc}", path=path
+        ) from exc
+
+
 def _parse(record: bytes, number: int, path: str) -> list[Any]:
+    if record[:1] == _COMPACT:
+        try:
+            return parse_compact(record)
+        except (ValueError, struct.error) as exc:
+            raise CorruptRecordError(f"record {number} is damaged ({exc})", path=path) from None
     try:
         ops = json.loads(record)
     except ValueError as exc:

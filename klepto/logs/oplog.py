@@ -138,9 +138,9 @@ class StoreRoot(StoreDict):
             level=LEVEL,
         )
         try:
-            check_metadata(file.get_metadata(), location)
+            version = check_metadata(file.get_metadata(), location)
             state = replay(file, codec, location)
-            writer = Writer(file, batch)
+            writer = Writer(file, batch, compact=version >= 2)  # a version 1 store stays one
             if len(file) == 0 and initial_data:
                 data = codec.encode(initial_data)
                 state = codec.decode(data)

@@ -1,4 +1,5 @@
-"""Worker for the operation-store fault test: ``python -m tests.faults._op_worker PATH SEED N``.
+"""Worker for the operation-store fault test:
+``python -m tests.faults._op_worker PATH SEED N [DURABILITY]``.
 
 Applies ``N`` deterministic operations (see :func:`operate`) to the store at PATH, printing
 ``A i`` once operation ``i`` returned (each is committed on return), then ``END``.
@@ -34,10 +35,11 @@ def reference(seed: int, count: int) -> dict:
     return state
 
 
-def main(path: str, seed: int, count: int) -> None:
+def main(path: str, seed: int, count: int, durability: str = "flush") -> None:
     from klepto.logs import open_store
 
-    store = open_store(path, "w", initial_data={"losses": [], "runs": []})
+    initial = {"losses": [], "runs": []}
+    store = open_store(path, "w", initial_data=initial, durability=durability)
     for i in range(count):
         operate(store, seed, i)
         sys.stdout.write(f"A {i}\n")
@@ -48,4 +50,4 @@ def main(path: str, seed: int, count: int) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))
+    main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), *sys.argv[4:])
