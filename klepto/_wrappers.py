@@ -52,18 +52,18 @@ def _fast_wrapper(memo: Memo) -> Callable[..., Any]:
     """
     if memo.policy.tracks_hits:
         return _tracking_wrapper(memo)
+    # Few closure cells (a call copies every one into its frame): what only a miss needs is
+    # reached through ``memo``.
     plan, stats = memo.plan, memo.stats
     acquire, release = memo.lock.acquire, memo.lock.release
     getitem = memo.cache.__getitem__
     fast_arity = getattr(plan, "fast_arity", -1)
-    miss, lead, unhashable = memo.miss, memo.lead, memo.unhashable
-    slotted, inflight, nobody = memo.flights is not None, memo._inflight, NOBODY
     expect_unhashable = memo.expect_unhashable
 
     def wrapper(*args: Any, **kwds: Any) -> Any:
         key = args if not kwds and len(args) == fast_arity else plan(args, kwds)
         if expect_unhashable[0]:
-            return unhashable(key, args, kwds)
+            return memo.unhashable(key, args, kwds)
         acquire()
         try:
             result = getitem(key)
@@ -71,7 +71,7 @@ def _fast_wrapper(memo: Memo) -> Callable[..., Any]:
             return result
         except KeyError:
             # Take the stampede leader's slot if nobody computes anything (see Memo.lead).
-            leading = slotted and memo._leading is nobody and not inflight
+            leading = memo._leading is NOBODY and memo.flights is not None and not memo._inflight
             if leading:
                 memo._leading = key
             outcome = _LEAD if leading else _MISS
@@ -80,29 +80,29 @@ def _fast_wrapper(memo: Memo) -> Callable[..., Any]:
         finally:
             release()
         if outcome == _LEAD:
-            return lead(key, args, kwds)
+            return memo.lead(key, args, kwds)
         if outcome == _MISS:
-            return miss(key, args, kwds)
-        return unhashable(key, args, kwds)
+            return memo.miss(key, args, kwds)
+        return memo.unhashable(key, args, kwds)
 
     return wrapper
 
 
 def _tracking_wrapper(memo: Memo) -> Callable[..., Any]:
     """:func:`_fast_wrapper` for a policy that records hits (``touch``)."""
+    # Few closure cells (a call copies every one into its frame): what only a miss needs is
+    # reached through ``memo``.
     plan, stats = memo.plan, memo.stats
     acquire, release = memo.lock.acquire, memo.lock.release
     getitem = memo.cache.__getitem__
     fast_arity = getattr(plan, "fast_arity", -1)
-    miss, lead, unhashable = memo.miss, memo.lead, memo.unhashable
-    slotted, inflight, nobody = memo.flights is not None, memo._inflight, NOBODY
     expect_unhashable = memo.expect_unhashable
     touch, insert = memo.policy.touch, memo.policy.insert
 
     def tracking_wrapper(*args: Any, **kwds: Any) -> Any:
         key = args if not kwds and len(args) == fast_arity else plan(args, kwds)
         if expect_unhashable[0]:
-            return unhashable(key, args, kwds)
+            return memo.unhashable(key, args, kwds)
         acquire()
         try:
             result = getitem(key)
@@ -114,7 +114,7 @@ def _tracking_wrapper(memo: Memo) -> Callable[..., Any]:
             return result
         except KeyError:
             # Take the stampede leader's slot if nobody computes anything (see Memo.lead).
-            leading = slotted and memo._leading is nobody and not inflight
+            leading = memo._leading is NOBODY and memo.flights is not None and not memo._inflight
             if leading:
                 memo._leading = key
             outcome = _LEAD if leading else _MISS
@@ -123,10 +123,10 @@ def _tracking_wrapper(memo: Memo) -> Callable[..., Any]:
         finally:
             release()
         if outcome == _LEAD:
-            return lead(key, args, kwds)
+            return memo.lead(key, args, kwds)
         if outcome == _MISS:
-            return miss(key, args, kwds)
-        return unhashable(key, args, kwds)
+            return memo.miss(key, args, kwds)
+        return memo.unhashable(key, args, kwds)
 
     return tracking_wrapper
 
