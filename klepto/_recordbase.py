@@ -24,7 +24,7 @@ from klepto import _recordformat as fmt
 from klepto._recordcreate import RecordFileClosed, WriterClaim, recover
 from klepto._recordindex import FrameIndex
 from klepto._recordread import FrameReader
-from klepto._recordscan import (
+from klepto._recordscan import (  # type: ignore[attr-defined]
     InvalidRecordFile,
     Located,
     State,
@@ -382,7 +382,7 @@ class RecordFileBase(Sequence[Any]):
             with self._lock:
                 pending = writer.pending_metadata()
                 if pending is not _UNSET:
-                    return pending
+                    return pending  # type: ignore[no-any-return]
                 offset = writer.metadata
         else:
             self._check_open()

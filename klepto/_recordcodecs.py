@@ -27,10 +27,11 @@ class _NoCodec:
     def decompress(self, data: bytes | memoryview, use_dict: bool) -> bytes:
         return bytes(data)
 
-    def stream_compressor(self):  # pragma: no cover - never called: raw frames are not streamed
+    # Never called: raw frames are not streamed.
+    def stream_compressor(self) -> Any:  # pragma: no cover
         raise NotImplementedError
 
-    def stream_decompressor(self):  # pragma: no cover
+    def stream_decompressor(self) -> Any:  # pragma: no cover
         raise NotImplementedError
 
     def stream_decompress(
@@ -55,22 +56,22 @@ class _ZlibCodec:
         )
 
     def compress(self, data: bytes, use_dict: bool) -> bytes:
-        worker = (self._primed if use_dict else self._plain).copy()
+        worker = (self._primed if use_dict else self._plain).copy()  # type: ignore[union-attr]
         return worker.compress(data) + worker.flush()
 
     def decompress(self, data: bytes | memoryview, use_dict: bool) -> bytes:
         if not use_dict:
             return zlib.decompress(data)
-        worker = zlib.decompressobj(15, self.zdict)
+        worker = zlib.decompressobj(15, self.zdict)  # type: ignore[arg-type]
         out = worker.decompress(data)
         if not worker.eof or worker.unused_data:
             raise zlib.error("incomplete or over-long compressed frame")
         return out
 
-    def stream_compressor(self):
+    def stream_compressor(self) -> Any:
         return zlib.compressobj(self.level)
 
-    def stream_decompressor(self):
+    def stream_decompressor(self) -> Any:
         return zlib.decompressobj()
 
     def stream_decompress(
@@ -110,18 +111,18 @@ class _ZstdCodec:
             self._dict_d = zstd.ZstdDecompressor(dict_data=prepared)
 
     def compress(self, data: bytes, use_dict: bool) -> bytes:
-        return (self._dict_c if use_dict else self._plain_c).compress(data)
+        return (self._dict_c if use_dict else self._plain_c).compress(data)  # type: ignore[no-any-return]
 
     def decompress(self, data: bytes | memoryview, use_dict: bool) -> bytes:
         try:
-            return (self._dict_d if use_dict else self._plain_d).decompress(data)
+            return (self._dict_d if use_dict else self._plain_d).decompress(data)  # type: ignore[no-any-return]
         except self._zstd.ZstdError as exc:
             raise ValueError(str(exc)) from None
 
-    def stream_compressor(self):
+    def stream_compressor(self) -> Any:
         return self._plain_c.compressobj()
 
-    def stream_decompressor(self):
+    def stream_decompressor(self) -> Any:
         return self._plain_d.decompressobj()
 
     def stream_decompress(

@@ -25,7 +25,7 @@ from klepto import _recordformat as fmt
 from klepto._fs import TEMP_PREFIX, InterProcessLock, fsync_dir
 from klepto._recordindex import FrameIndex
 from klepto._recordscan import Located, State, intact_commit_after
-from klepto._recordwriter import Writer, pwrite_all, sync
+from klepto._recordwriter import Writer, pwrite_all, sync  # type: ignore[attr-defined]
 from klepto.errors import ArchiveClosedError, CorruptRecordError, KleptoError, LockedError
 
 logger = logging.getLogger("klepto.records")

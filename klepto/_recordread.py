@@ -216,8 +216,8 @@ class FrameReader:
         codec = self.codec(dictionary if use_dict else 0)
         if flags & fmt.F_STREAMED:
             worker = codec.stream_decompressor()
-            return worker.decompress(body) + worker.flush()
-        return codec.decompress(body, use_dict)
+            return worker.decompress(body) + worker.flush()  # type: ignore[no-any-return]
+        return codec.decompress(body, use_dict)  # type: ignore[no-any-return]
 
     def codec(self, dictionary: int) -> Any:
         codec = self._codecs.get(dictionary)

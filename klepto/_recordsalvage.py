@@ -17,6 +17,7 @@ import os
 import time
 import zlib
 from dataclasses import dataclass, field
+from typing import Any
 
 from klepto import _recordformat as fmt
 from klepto._fs import pread
@@ -93,11 +94,11 @@ class _Walk:
                 continue
             body = walker.body(block) if block.kind == fmt.COMMIT else None
             if block.kind == fmt.COMMIT:
-                commit = fmt.decode_commit(block, body, self.header.file_id)
+                commit = fmt.decode_commit(block, body, self.header.file_id)  # type: ignore[arg-type]
                 reason = self._bad_commit(commit, pending, chain, blocks)
                 if reason:
                     return self._stop(block.offset, reason, end, pending)
-                self._publish(writer, pending, meta, commit)
+                self._publish(writer, pending, meta, commit)  # type: ignore[arg-type]
                 pending, meta, chain, blocks, end = [], _UNCHANGED, 0, 0, block.end
                 continue
             reason = self._take(block, pending)
@@ -133,7 +134,7 @@ class _Walk:
         pending.extend(bytes(record) for record in frame.records(0, len(frame), None))
         return None
 
-    def _bad_commit(self, commit, pending: list[bytes], chain: int, blocks: int) -> str | None:
+    def _bad_commit(self, commit: Any, pending: list[bytes], chain: int, blocks: int) -> str | None:
         if commit is None:
             return "damaged commit block"
         if commit.seq != self.seq + 1:
@@ -157,13 +158,13 @@ class _Walk:
         self.report.commits += 1
         self.report.records = self.count
 
-    def _publish(self, writer: Writer, pending: list[bytes], meta, commit: fmt.Commit) -> None:
+    def _publish(self, writer: Writer, pending: list[bytes], meta: Any, commit: fmt.Commit) -> None:
         for record in pending:
             writer.append(record)
         if commit.metadata == 0:
             meta = None
         if meta is not _UNCHANGED:
-            self.metadata = meta  # type: ignore[assignment]
+            self.metadata = meta
             writer.set_metadata(self.metadata)
         writer.commit()
         self.seq, self.count = commit.seq, commit.record_count
@@ -208,7 +209,7 @@ def _finish(walk: _Walk, writer: Writer, size: int) -> None:
     walk.report.dropped_bytes = size - end
 
 
-def _write(destination: str, header: fmt.FileHeader, durability: str, fill) -> None:
+def _write(destination: str, header: fmt.FileHeader, durability: str, fill: Any) -> None:
     claim = WriterClaim(destination, os_lock=True, timeout=0.0)
     try:
         fd = create_file(

@@ -90,7 +90,7 @@ def needed(data: bytes | memoryview, pos: int) -> int:
     """How many bytes the sealed record at ``data[pos]`` spans (16 while its header is cut)."""
     if len(data) - pos < HEAD_SIZE:
         return HEAD_SIZE
-    return HEAD_SIZE + _unpack_head(data, pos)[2]
+    return HEAD_SIZE + _unpack_head(data, pos)[2]  # type: ignore[no-any-return]
 
 
 def starts_entry(run_mark: int, offset: int, frame_size: int) -> bool:

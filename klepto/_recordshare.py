@@ -55,7 +55,7 @@ from klepto._recordfollow import (
 )
 from klepto._recordlock import OPEN_FLAGS, exclusive, lock_path, locked_live, symlink_refused
 from klepto._recordread import FrameReader
-from klepto._recordscan import (
+from klepto._recordscan import (  # type: ignore[attr-defined]
     InvalidRecordFile,
     Located,
     State,
@@ -97,7 +97,7 @@ class Change(NamedTuple):
 
     replaced: bool
     start: int
-    count: int
+    count: int  # type: ignore[assignment]
     records: list[bytes] | None = None
 
 
@@ -108,7 +108,7 @@ class CommitPoint(NamedTuple):
     file_id: str
     seq: int
     offset: int
-    count: int
+    count: int  # type: ignore[assignment]
     timestamp_ns: int
 
 
@@ -243,7 +243,7 @@ class SharedRecordFile(RecordFile):
     @property
     def commit_point(self) -> CommitPoint:
         """The last commit this object has seen."""
-        return commit_point_of(self)
+        return commit_point_of(self)  # type: ignore[no-any-return]
 
     def holds(self, point: CommitPoint) -> bool:
         """Whether this file contains the commit ``point`` (as of the last poll or turn)."""

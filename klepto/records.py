@@ -217,7 +217,7 @@ class RecordFile(RecordFileBase):
         memory; records larger than 4 GiB are allowed. Returns its number.
         """
         writer = self._require_writer("append")
-        chunks = _read_chunks(source) if hasattr(source, "read") else source
+        chunks = _read_chunks(source) if hasattr(source, "read") else source  # type: ignore[arg-type]
         with self._lock:
             return writer.append_stream(chunks)
 
@@ -317,7 +317,10 @@ class RecordFile(RecordFileBase):
 
     @staticmethod
     def salvage(
-        source: str | os.PathLike[str], destination: str | os.PathLike, *, durability: str = "flush"
+        source: str | os.PathLike[str],
+        destination: str | os.PathLike[str],
+        *,
+        durability: str = "flush",
     ) -> SalvageReport:
         """Recovery mode for a damaged file: copy the longest intact prefix of whole commits
         of ``source`` into the new file ``destination``, with a ``logging.WARNING`` naming

@@ -25,7 +25,7 @@ _encoder = json.JSONEncoder(
 )
 
 
-def dumps(ops: list) -> bytes:
+def dumps(ops: list[Any]) -> bytes:
     """A JSON record of ``ops``."""
     return _encoder.encode(ops).encode("ascii")
 
@@ -35,9 +35,9 @@ class OpEncoder:
 
     def __init__(self, compact: bool) -> None:
         self.compact = compact
-        self._paths: dict[tuple, bytes] = {}
+        self._paths: dict[tuple[Any, ...], bytes] = {}
 
-    def record(self, op: tuple) -> bytes:
+    def record(self, op: tuple[Any, ...]) -> bytes:
         value = op[-1]
         if type(value) is float and op[0] == "app" and self.compact:
             try:
@@ -49,14 +49,14 @@ class OpEncoder:
             return _APPEND_FLOAT.pack(APPEND_FLOAT, value) + path
         return dumps([op])
 
-    def _path(self, path: tuple) -> bytes:
+    def _path(self, path: tuple[Any, ...]) -> bytes:
         if len(self._paths) >= _PATHS_KEPT:
             self._paths.clear()
         encoded = self._paths[path] = dumps(list(path))
         return encoded
 
 
-def parse_compact(record: bytes | memoryview) -> list:
+def parse_compact(record: bytes | memoryview) -> list[Any]:
     """The operations of a compact record (a list of one), in the JSON records' form: a
     non-finite float is ``{"$f": ...}`` there. Raises ``ValueError`` for anything else."""
     if len(record) < 10 or record[0] != APPEND_FLOAT:
