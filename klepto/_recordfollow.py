@@ -171,22 +171,21 @@ def _sealed_after(shared: Any, data: bytes, pos: int, state: State) -> tuple[Sta
     seq, count, run_mark, since = state.seq, state.count, state.run_mark, state.since_checkpoint
     index = None
     records: list[bytes] = []
-    last = None
-    while pos < len(data) and data[pos] == fmt.SEALED:
-        block = fmt.decode_sealed(data, pos, base + pos, header.seal)
-        if block is None or block.a != count:
-            break
-        if starts_entry(run_mark, block.offset, header.frame_size):
+    last = 0
+    while (found := unseal(data, pos, header.seal)) is not None and found[0] == count:
+        offset = base + pos
+        if starts_entry(run_mark, offset, header.frame_size):
             if index is None:
                 index = state.index.copy()
-            index.add(0, block.a, block.offset)
-            run_mark = block.offset
-        records.append(data[pos + fmt.SEALED_HEAD : pos + fmt.SEALED_HEAD + block.body_len])
-        seq, count, since, last = seq + 1, count + 1, since + 1, block
-        pos += fmt.SEALED_HEAD + block.body_len
-    if last is None:
+            index.add(0, count, offset)
+            run_mark = offset
+        records.append(data[found[1] : found[2]])
+        seq, count, since = seq + 1, count + 1, since + fmt.SEALED_WEIGHT
+        last, pos = offset, found[2]
+    if not records:
         return state, records
-    return state.after_sealed(seq, last, index or state.index, run_mark, since), records
+    marks = (run_mark, since)
+    return state.after_sealed(seq, count, last, base + pos, index or state.index, marks), records
 
 
 def _walk_new_blocks(shared: Any, data: bytes, state: State) -> tuple[Any, int, list[Any]] | None:
@@ -207,7 +206,7 @@ def _walk_new_blocks(shared: Any, data: bytes, state: State) -> tuple[Any, int, 
                 index.add(0, found[0], base + pos)
                 run_mark = base + pos
             records.append(data[found[1] : found[2]])
-            since += 1
+            since += fmt.SEALED_WEIGHT
             pos = found[2]
             continue
         run_mark = 0
@@ -217,7 +216,7 @@ def _walk_new_blocks(shared: Any, data: bytes, state: State) -> tuple[Any, int, 
         start, end = pos + fmt.BLOCK_SIZE, pos + fmt.BLOCK_SIZE + size
         if reserved or crc32(data[pos : pos + 28]) != crc or end > limit or kind == fmt.SEALED:
             raise fmt.corrupt("damaged block header", shared._path, base + pos)
-        since = 0 if kind == fmt.CHECKPOINT else since + 1
+        since = 0 if kind == fmt.CHECKPOINT else since + fmt.BLOCK_WEIGHT
         if kind == fmt.FRAME:
             body = data[start:end]
             if crc32(body) != body_crc:

@@ -29,6 +29,7 @@ import zlib
 from array import array
 from dataclasses import dataclass, field
 from itertools import accumulate
+from typing import NamedTuple
 
 from klepto import _recordcodecs, _recordseal
 from klepto.errors import CorruptRecordError
@@ -49,6 +50,10 @@ DICT = 5
 COMMIT = 6
 SEALED = _recordseal.SEALED  # 7, version 2 only: a commit of one record, 16-byte header
 SEALED_HEAD = _recordseal.HEAD_SIZE
+# What a block adds to the count that decides when the writer saves an index checkpoint (the
+# walk on open); a sealed record, small and common, counts a quarter of another block.
+BLOCK_WEIGHT = 4
+SEALED_WEIGHT = 1
 KIND_NAMES = {
     FRAME: "frame",
     INDEX: "index",
@@ -211,9 +216,11 @@ def decode_slot(data: bytes) -> Slot | None:
 # --- blocks --------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Block:
-    """A decoded block header at ``offset``; the body is ``[body_start, end)``."""
+class Block(NamedTuple):
+    """A decoded block header at ``offset``; the body is ``[body_start, end)``.
+
+    (A named tuple: walks make one per block, and it is several times cheaper to build
+    than a frozen dataclass.)"""
 
     offset: int
     kind: int

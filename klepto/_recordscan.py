@@ -25,6 +25,7 @@ from klepto.errors import CorruptRecordError
 
 _WINDOW = 1 << 16
 _CHUNK = 1 << 20
+_RUN_READ = 1 << 19  # a run of sealed records after a commit is shorter (see SEAL_SPAN)
 # How far past the last commit a writer's recovery looks for a later intact sealed record:
 # the writer keeps sealed records within SEAL_SPAN (256 KiB) of the last full commit (twice
 # that, for margin).
@@ -96,14 +97,16 @@ class State:
         )
 
     def after_sealed(
-        self, seq: int, block: fmt.Block, index: FrameIndex, run_mark: int, since: int
+        self, seq: int, count: int, offset: int, end: int, index: FrameIndex, marks: tuple[int, int]
     ) -> State:
-        """The state after the sealed record ``block``, commit ``seq``."""
+        """The state after the sealed record at ``offset`` (ending at ``end``), commit ``seq``
+        with ``count`` records; ``marks`` is ``(run_mark, since_checkpoint)``."""
+        run_mark, since = marks
         return State(
             seq,
-            block.a + 1,
-            block.end,
-            block.offset,
+            count,
+            end,
+            offset,
             self.checkpoint,
             self.metadata,
             self.dictionary,
@@ -328,7 +331,7 @@ def _state_at(
     walker = walker_for(fd, header, start, anchor.end)
     last = None
     for block in walker:
-        since = 0 if block.kind == fmt.CHECKPOINT else since + 1
+        since = 0 if block.kind == fmt.CHECKPOINT else since + _weight(block.kind)
         run_mark = _apply(index, block, path, run_mark, header.frame_size)
         last = block
     if walker.reason is not None or last is None or last.offset != anchor.offset:
@@ -336,6 +339,10 @@ def _state_at(
             "damaged block before the last commit", path=path, offset=walker.stop
         )
     return State().advanced(anchor, index, since)
+
+
+def _weight(kind: int) -> int:
+    return fmt.SEALED_WEIGHT if kind == fmt.SEALED else fmt.BLOCK_WEIGHT
 
 
 def _checkpoint_len(fd: int, offset: int) -> int:
@@ -386,27 +393,38 @@ def _extend_past(fd: int, header: fmt.FileHeader, state: State, size: int) -> St
 
 def _sealed_run(fd: int, header: fmt.FileHeader, state: State, size: int) -> State:
     """``state`` advanced past the intact sealed records right after it (each one a commit);
-    ``state`` itself when there are none. Its index is copied before it is changed."""
+    ``state`` itself when there are none. Its index is copied before it is changed.
+
+    The writer keeps such a run short (``SEAL_SPAN``), so it is read in one piece (and
+    another if a record crosses the end of the first) and parsed without block objects.
+    """
     if not header.sealing or state.end >= size:
         return state
+    base, seal, frame_size = state.end, header.seal, header.frame_size
+    data = pread(fd, min(size - base, _RUN_READ), base)
     index = None
-    seq, count, run_mark, since = state.seq, state.count, state.run_mark, state.since_checkpoint
-    last = None
-    for block in walker_for(fd, header, state.end, size):
-        if block.kind != fmt.SEALED or block.a != count:
+    count, run_mark, since = state.count, state.run_mark, state.since_checkpoint
+    pos = last = 0
+    while True:
+        found = unseal(data, pos, seal)
+        if found is None and pos + needed(data, pos) > len(data) and base + len(data) < size:
+            more = pread(fd, min(size - base - len(data), _RUN_READ), base + len(data))
+            if more:  # a record crosses the end of what was read
+                data += more
+                continue
+        if found is None or found[0] != count:
             break
-        if starts_entry(run_mark, block.offset, header.frame_size):
+        offset = base + pos
+        if starts_entry(run_mark, offset, frame_size):
             if index is None:
                 index = state.index.copy()
-            try:
-                index.add(0, block.a, block.offset)
-            except ValueError:
-                break  # out of order: damage, never a commit
-            run_mark = block.offset
-        seq, count, since, last = seq + 1, count + 1, since + 1, block
-    if last is None:
+            index.add(0, count, offset)
+            run_mark = offset
+        count, since, last, pos = count + 1, since + fmt.SEALED_WEIGHT, offset, found[2]
+    if count == state.count:
         return state
-    return state.after_sealed(seq, last, index or state.index, run_mark, since)
+    seq = state.seq + count - state.count
+    return state.after_sealed(seq, count, last, base + pos, index or state.index, (run_mark, since))
 
 
 def _verified_commit_after(
@@ -429,8 +447,8 @@ def _verified_commit_after(
             run_mark = _apply(index, block, None, run_mark, header.frame_size)
         except CorruptRecordError:
             return None
-        since = 0 if block.kind == fmt.CHECKPOINT else since + 1
-    return state.advanced(commit, index, since + 1)
+        since = 0 if block.kind == fmt.CHECKPOINT else since + fmt.BLOCK_WEIGHT
+    return state.advanced(commit, index, since + fmt.BLOCK_WEIGHT)
 
 
 def _next_commit(fd: int, header: fmt.FileHeader, state: State, size: int) -> fmt.Commit | None:

@@ -73,7 +73,7 @@ class Streaming:
         pwrite_all(self.fd, head, offset)
         self.chain = fmt.crc32(head, self.chain)
         self.nblocks += 1
-        self.since_cp += 1
+        self.since_cp += fmt.BLOCK_WEIGHT
         self.buf_base = pos
         first = self.framed
         self.framed += 1

@@ -150,7 +150,9 @@ class _Verifier:
                 self.problem(block.offset, f"sealed record out of order ({exc})")
             self.run_mark = block.offset
         last = self.last
-        self.last = last.after_sealed(last.seq + 1, block, self.index, self.run_mark, 0)
+        self.last = last.after_sealed(
+            last.seq + 1, block.a + 1, block.offset, block.end, self.index, (self.run_mark, 0)
+        )
         self.report.commits += 1
         self.report.records = self.records
         self.chain, self.n_blocks = 0, 0

@@ -14,8 +14,9 @@ and is dropped, and no commit is acknowledged before its fsync returned.
 A commit of one small record and nothing else is written as a *sealed record* instead
 (version-2 files; :mod:`klepto._recordseal`): one block, one write, no pointer update. To
 keep opening cheap, the sealed records after the last full commit are bounded: a commit is
-written in full once ``CHECKPOINT_EVERY`` blocks have passed since the index checkpoint or
-``SEAL_SPAN`` bytes since the last full commit, and when its index entry would fill a page.
+written in full once ``CHECKPOINT_EVERY`` (weighted blocks) since the index checkpoint or
+``SEAL_SPAN`` bytes since the last full commit have passed, and when its index entry would
+fill a page.
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ from klepto.errors import LockedError
 FLUSH_AT = 1 << 20  # write the buffer to the file once it holds this much
 STREAM_AT = 4 << 20  # records at least this large are compressed and written in chunks
 MIN_COMPRESS = 256  # smaller payloads are stored raw: compressing them costs more than it saves
-CHECKPOINT_EVERY = 256  # blocks between index checkpoints: bounds the walk on open
+# Weight (fmt.BLOCK_WEIGHT a block, fmt.SEALED_WEIGHT a sealed record) between index
+# checkpoints: bounds the walk on open to about 256 blocks or 1024 sealed records.
+CHECKPOINT_EVERY = 256 * fmt.BLOCK_WEIGHT
 SEAL_SPAN = 1 << 18  # bytes of sealed records after the last full commit: bounds that walk
 _UNSET: Any = object()
 _SEALED = _recordseal.SEALED
@@ -265,7 +268,7 @@ class Writer(Streaming):
         self.buf += body
         self.chain = fmt.crc32(head, self.chain)
         self.nblocks += 1
-        self.since_cp = 0 if kind == fmt.CHECKPOINT else self.since_cp + 1
+        self.since_cp = 0 if kind == fmt.CHECKPOINT else self.since_cp + fmt.BLOCK_WEIGHT
         if len(self.buf) >= FLUSH_AT:
             self.flush()
         return offset
@@ -339,7 +342,7 @@ class Writer(Streaming):
             run_mark = offset
         self.framed = self.count = number + 1
         self.buf_base = end = offset + size + _SEAL_HEAD_SIZE
-        self.since_cp = since = self.since_cp + 1
+        self.since_cp = since = self.since_cp + fmt.SEALED_WEIGHT
         # The committed state is updated in place (a new object per commit would cost more
         # than the write); its index is the writer's, which holds no uncommitted entry here.
         state.seq += 1
@@ -386,7 +389,7 @@ class Writer(Streaming):
             )
         commit = self._commit_record()
         self.buf += fmt.encode_commit(commit, self.header.file_id)
-        self.since_cp += 1
+        self.since_cp += fmt.BLOCK_WEIGHT
         self.flush()
         if self.durable:
             sync(self.fd)
