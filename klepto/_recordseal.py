@@ -53,7 +53,7 @@ MAX_LENGTH = 0xFFFF
 RUN_SLACK = 512  # read this much past a run's nominal span: one read covers most runs
 crc32 = zlib.crc32
 _unpack_head = HEAD.unpack_from
-_unpack_crc = CRC.unpack_from
+_unpack_full = struct.Struct("<BBHQI").unpack_from  # the whole 16-byte header
 
 
 def seal_of(file_id: bytes) -> int:
@@ -75,13 +75,10 @@ def unseal(data: bytes | memoryview, pos: int, seal: int) -> tuple[int, int, int
     """
     if len(data) - pos < HEAD_SIZE or data[pos] != SEALED:
         return None
-    _kind, flags, length, number = _unpack_head(data, pos)
+    _kind, flags, length, number, crc = _unpack_full(data, pos)
     start = pos + HEAD_SIZE
     end = start + length
-    if flags or end > len(data):
-        return None
-    expected = crc32(data[start:end], crc32(data[pos : pos + 12], seal))
-    if _unpack_crc(data, pos + 12)[0] != expected:
+    if flags or end > len(data) or crc32(data[start:end], crc32(data[pos : pos + 12], seal)) != crc:
         return None
     return number, start, end
 
@@ -152,31 +149,46 @@ def read_run(
         data = read(offset, span + RUN_SLACK)
     starts: list[int] = []
     ends: list[int] = []
-    first = -1
-    pos = 0
-    while pos == len(data) or data[pos] == SEALED:
-        want = needed(data, pos)
-        if len(data) - pos < want:
-            if 0 <= first <= need < first + len(ends):
-                break  # what was asked for is here; the rest is read when asked for
-            more = read(offset + len(data), max(want, span) + RUN_SLACK)
-            if not more:
-                break
-            data += more
-            continue
-        found = unseal(data, pos, seal)
-        if found is None:
+    first, pos = -1, 0
+    while True:
+        first, pos, done = _parse_run(data, pos, seal, first, starts, ends)
+        if done or 0 <= first <= need < first + len(ends):
+            break  # the run ends here, or what was asked for is here (the rest: when asked)
+        more = read(offset + len(data), max(needed(data, pos), span) + RUN_SLACK)
+        if not more:
             break
-        number, start, end = found
-        if first < 0:
-            first = number
-        elif number != first + len(ends):
-            break
-        starts.append(start)
-        ends.append(end)
-        pos = end
+        data += more
     if not 0 <= first <= need < first + len(ends):
         raise CorruptRecordError(
             f"sealed record {need} is missing or damaged", path=path, offset=offset + pos
         )
     return RunFrame(first, data, starts, ends)
+
+
+def _parse_run(
+    data: bytes, pos: int, seal: int, first: int, starts: list[int], ends: list[int]
+) -> tuple[int, int, bool]:
+    """Add the whole sealed records of ``data`` from ``pos`` on to ``starts``/``ends``;
+    ``(first, pos, done)``: ``done`` when something else than the next one stopped it,
+    not the end of ``data``. (The inner loop of reading a run: kept flat.)"""
+    size = len(data)
+    expected = first + len(ends) if first >= 0 else -1
+    while size - pos >= HEAD_SIZE:
+        kind, flags, length, number, crc = _unpack_full(data, pos)
+        start = pos + HEAD_SIZE
+        end = start + length
+        if kind != SEALED or flags:
+            return first, pos, True
+        if end > size:
+            return first, pos, False
+        if crc32(data[start:end], crc32(data[pos : pos + 12], seal)) != crc:
+            return first, pos, True
+        if expected < 0:
+            first = expected = number
+        elif number != expected:
+            return first, pos, True
+        starts.append(start)
+        ends.append(end)
+        expected += 1
+        pos = end
+    return first, pos, pos < size and data[pos] != SEALED

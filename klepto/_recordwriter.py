@@ -46,6 +46,7 @@ _SEALED = _recordseal.SEALED
 _SEAL_HEAD = _recordseal.HEAD.pack
 _SEAL_CRC = _recordseal.CRC.pack
 _SEAL_HEAD_SIZE = _recordseal.HEAD_SIZE
+_SEALED_WEIGHT = fmt.SEALED_WEIGHT
 _crc32 = fmt.crc32
 _forks = 0  # processes forked from this one so far (in a child: 1 more than its parent)
 
@@ -98,6 +99,7 @@ class Writer(Streaming):
         self.pid = os.getpid()
         self.forks = _forks if _COUNTS_FORKS else -1  # -1: never equal, check the pid
         self.seal_max = self._seal_max(header) if sealing else 0
+        self.seal_seed = header.seal
         self.committed = state
         self._load(state)
 
@@ -329,7 +331,7 @@ class Writer(Streaming):
             self.check_process()
         number = self.framed
         head = _SEAL_HEAD(_SEALED, 0, size, number)
-        block = head + _SEAL_CRC(_crc32(record, _crc32(head, self.header.seal))) + record
+        block = head + _SEAL_CRC(_crc32(record, _crc32(head, self.seal_seed))) + record
         written = _fs._pwrite_once(self.fd, block, offset)  # looked up here: tests inject EIO
         if written != len(block):
             pwrite_all(self.fd, block[written:], offset + written)
@@ -342,7 +344,7 @@ class Writer(Streaming):
             run_mark = offset
         self.framed = self.count = number + 1
         self.buf_base = end = offset + size + _SEAL_HEAD_SIZE
-        self.since_cp = since = self.since_cp + fmt.SEALED_WEIGHT
+        self.since_cp = since = self.since_cp + _SEALED_WEIGHT
         # The committed state is updated in place (a new object per commit would cost more
         # than the write); its index is the writer's, which holds no uncommitted entry here.
         state.seq += 1
