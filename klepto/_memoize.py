@@ -23,10 +23,10 @@ time; the user function always runs outside the memo's lock, and so does archive
 
 from __future__ import annotations
 
+import _thread
 import functools
 import logging
 import operator
-import threading
 import time
 from collections.abc import Callable, Hashable
 from typing import Any
@@ -40,6 +40,30 @@ from klepto.archives.memory import null_archive
 from klepto.tools import CacheInfo
 
 __all__ = ["HIT", "LOAD", "MISS", "Memo"]
+
+class MemoLock(_thread.RLock):  # type: ignore[misc]  # subclassable at run time
+    """The memo's lock: a C lock (no Python frame per acquire) that pickles as a new lock.
+
+    Wrappers keep its bound ``acquire``/``release`` in their closures; a plain
+    ``threading.Lock`` would make a memoized function unpicklable by cloudpickle (dask sends
+    functions defined in ``__main__`` or a notebook by value). Re-entrant, which the
+    memoizer never relies on.
+    """
+
+    __slots__ = ()
+
+    def __reduce__(self) -> tuple[type[MemoLock], tuple[()]]:
+        return (type(self), ())
+
+    def locked(self) -> bool:
+        """Whether some thread holds the lock (as ``threading.Lock.locked``)."""
+        if self._is_owned():  # type: ignore[attr-defined]  # C RLock's, used by Condition
+            return True
+        if self.acquire(blocking=False):
+            self.release()
+            return False
+        return True
+
 
 HIT, MISS, LOAD = 0, 1, 2
 _MISSING = MISSING
@@ -96,7 +120,7 @@ class Memo:
         self.freezes = bool(getattr(keymap, "freezes", False))
         self.stats = [0, 0, 0]
         self.expect_unhashable = [False]
-        self.lock = threading.Lock()
+        self.lock = MemoLock()
         self._acquire, self._release = self.lock.acquire, self.lock.release
         self._insert = policy.insert
         front: Any = cache if isinstance(cache, _cache_front()) else None
