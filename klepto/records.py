@@ -271,8 +271,12 @@ class RecordFile(RecordFileBase):
                 writer = self._require_writer("commit")
             try:
                 # seal() without its own call (the hot path of the operation store):
-                simple = type(record) is bytes and not writer.pending and writer.sample is None
-                if simple and writer._sealed(record):
+                if (
+                    type(record) is bytes
+                    and not writer.pending
+                    and writer.sample is None
+                    and writer._sealed(record)
+                ):
                     return writer.framed - 1
                 return writer.seal(record)
             except BaseException:
