@@ -129,6 +129,8 @@ def advance(shared: Any, fd: int, head: bytes, size: int) -> tuple[State, list[b
     strict = 0 if anchor is None else anchor.end - state.end
     if strict > SCAN_READ:
         return None  # a large catch-up: the general path reads it in bounded pieces
+    if anchor is None and (not shared._header.sealing or os.pread(fd, 1, state.end) != _SEALED):
+        return None  # no new commit (only, perhaps, one being written)
     data = os.pread(fd, min(size - state.end, max(strict, SCAN_READ)), state.end)
     records: list[bytes] = []
     if anchor is not None:

@@ -26,6 +26,7 @@ from klepto.errors import CorruptRecordError
 _WINDOW = 1 << 16
 _CHUNK = 1 << 20
 _RUN_READ = 1 << 19  # a run of sealed records after a commit is shorter (see SEAL_SPAN)
+_PROBE = 1 << 12  # the first read past the last commit: often just a commit being written
 # How far past the last commit a writer's recovery looks for a later intact sealed record:
 # the writer keeps sealed records within SEAL_SPAN (256 KiB) of the last full commit (twice
 # that, for margin).
@@ -395,21 +396,22 @@ def _sealed_run(fd: int, header: fmt.FileHeader, state: State, size: int) -> Sta
     """``state`` advanced past the intact sealed records right after it (each one a commit);
     ``state`` itself when there are none. Its index is copied before it is changed.
 
-    The writer keeps such a run short (``SEAL_SPAN``), so it is read in one piece (and
-    another if a record crosses the end of the first) and parsed without block objects.
+    The writer keeps such a run short (``SEAL_SPAN``), so it is read in few pieces (a
+    small first one: often nothing follows but a commit being written) and parsed without
+    block objects.
     """
     if not header.sealing or state.end >= size:
         return state
     base, seal, frame_size = state.end, header.seal, header.frame_size
-    data = pread(fd, min(size - base, _RUN_READ), base)
+    data = pread(fd, min(size - base, _PROBE), base)
     index = None
     count, run_mark, since = state.count, state.run_mark, state.since_checkpoint
     pos = last = 0
     while True:
         found = unseal(data, pos, seal)
-        if found is None and pos + needed(data, pos) > len(data) and base + len(data) < size:
+        if found is None and _cut_short(data, pos) and base + len(data) < size:
             more = pread(fd, min(size - base - len(data), _RUN_READ), base + len(data))
-            if more:  # a record crosses the end of what was read
+            if more:  # a sealed record crosses the end of what was read
                 data += more
                 continue
         if found is None or found[0] != count:
@@ -425,6 +427,11 @@ def _sealed_run(fd: int, header: fmt.FileHeader, state: State, size: int) -> Sta
         return state
     seq = state.seq + count - state.count
     return state.after_sealed(seq, count, last, base + pos, index or state.index, (run_mark, since))
+
+
+def _cut_short(data: bytes, pos: int) -> bool:
+    """Whether ``data`` ends at ``pos`` or inside the sealed record starting there."""
+    return pos == len(data) or (data[pos] == fmt.SEALED and pos + needed(data, pos) > len(data))
 
 
 def _verified_commit_after(
