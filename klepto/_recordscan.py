@@ -13,25 +13,19 @@ ignored by readers and truncated by the writer.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from klepto import _recordformat as fmt
 from klepto._fs import pread
 from klepto._recordindex import FrameIndex
-from klepto._recordseal import MAX_LENGTH, needed, starts_entry, unseal
+from klepto._recordseal import TAIL_SEARCH, later_sealed, needed, starts_entry, unseal
 from klepto.errors import CorruptRecordError
 
 _WINDOW = 1 << 16
 _CHUNK = 1 << 20
 _RUN_READ = 1 << 19  # a run of sealed records after a commit is shorter (see SEAL_SPAN)
 _PROBE = 1 << 12  # the first read past the last commit: often just a commit being written
-# How far past the last commit a writer's recovery looks for a later intact sealed record:
-# the writer keeps sealed records within SEAL_SPAN (256 KiB) of the last full commit (twice
-# that, for margin).
-_TAIL_SEARCH = (1 << 19) + 2 * (MAX_LENGTH + fmt.SEALED_HEAD)
-_SEALED_START = re.compile(re.escape(bytes([fmt.SEALED, 0])))
 
 
 class InvalidRecordFile(CorruptRecordError):
@@ -482,23 +476,12 @@ def _next_commit(fd: int, header: fmt.FileHeader, state: State, size: int) -> fm
 
 
 def intact_commit_after(fd: int, header: fmt.FileHeader, state: State, size: int) -> int | None:
-    """The offset of an intact sealed record past the end of ``state`` with a later record
-    number, if there is one (``None``: what follows ``state`` may well be a torn write).
-
-    A killed writer leaves at most the start of what it was writing, which never holds a
-    whole sealed record with a later number: finding one means that a commit after the
-    last one found is intact, so the block before it was damaged, not torn. Sealed records
-    lie within ``SEAL_SPAN`` bytes of the last full commit, so the search is bounded.
-    """
+    """The offset of an intact sealed record past ``state`` with a later record number (then
+    what follows ``state`` is damage, not a torn write): see :func:`later_sealed`."""
     if not header.sealing or state.end + 1 >= size:
         return None
-    limit = min(size, state.end + _TAIL_SEARCH)
-    data = pread(fd, limit - state.end, state.end)
-    for match in _SEALED_START.finditer(data, 1):
-        found = unseal(data, match.start(), header.seal)
-        if found is not None and found[0] > state.count:
-            return state.end + match.start()
-    return None
+    data = pread(fd, min(size - state.end, TAIL_SEARCH), state.end)
+    return later_sealed(data, state.end, state.count, header.seal)
 
 
 def _pointers_inside(commit: fmt.Commit) -> bool:

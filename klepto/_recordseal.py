@@ -26,6 +26,7 @@ record reads the run forward from there, as it would read a frame.
 
 from __future__ import annotations
 
+import re
 import struct
 import zlib
 from collections.abc import Callable
@@ -39,6 +40,7 @@ __all__ = [
     "SEALED",
     "RunFrame",
     "encode",
+    "later_sealed",
     "read_run",
     "seal_of",
     "starts_entry",
@@ -51,6 +53,10 @@ CRC = struct.Struct("<I")
 HEAD_SIZE = HEAD.size + CRC.size  # 16
 MAX_LENGTH = 0xFFFF
 RUN_SLACK = 512  # read this much past a run's nominal span: one read covers most runs
+# How far past the last commit to look for a later intact sealed record: the writer keeps
+# them within 256 KiB (SEAL_SPAN) of the last full commit; twice that, for margin.
+TAIL_SEARCH = (1 << 19) + 2 * (MAX_LENGTH + HEAD_SIZE)
+_START = re.compile(re.escape(bytes([SEALED, 0])))
 crc32 = zlib.crc32
 _unpack_head = HEAD.unpack_from
 _unpack_full = struct.Struct("<BBHQI").unpack_from  # the whole 16-byte header
@@ -88,6 +94,23 @@ def needed(data: bytes | memoryview, pos: int) -> int:
     if len(data) - pos < HEAD_SIZE:
         return HEAD_SIZE
     return HEAD_SIZE + _unpack_head(data, pos)[2]  # type: ignore[no-any-return]
+
+
+def later_sealed(data: bytes, base: int, count: int, seal: int) -> int | None:
+    """The offset of an intact sealed record numbered above ``count`` in ``data`` (the file
+    from offset ``base``: the end of the last commit found, which holds ``count`` records),
+    past its first byte; ``None`` if there is none.
+
+    A killed writer leaves at most the start of what it was writing, which never holds a
+    whole sealed record with a later number: finding one means that a later commit is
+    intact, so what lies at ``base`` is damage, not a torn write. Sealed records begin
+    within ``SEAL_SPAN`` of the last full commit, so ``TAIL_SEARCH`` bytes suffice.
+    """
+    for match in _START.finditer(data, 1):
+        found = unseal(data, match.start(), seal)
+        if found is not None and found[0] > count:
+            return base + match.start()
+    return None
 
 
 def starts_entry(run_mark: int, offset: int, frame_size: int) -> bool:
