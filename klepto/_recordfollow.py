@@ -19,7 +19,7 @@ from typing import Any
 
 from klepto import _recordformat as fmt
 from klepto._recordscan import State, read_commit, read_slots
-from klepto._recordseal import read_run, starts_entry, unseal
+from klepto._recordseal import needed, read_run, starts_entry, unseal
 
 __all__ = [
     "SCAN_READ",
@@ -27,6 +27,7 @@ __all__ = [
     "advance",
     "commit_point_of",
     "frame_offset",
+    "holds_sealed",
     "read_record",
     "record_of_raw_frame",
 ]
@@ -90,6 +91,22 @@ def commit_point_of(records: Any) -> Any:
         state.count,
         state.timestamp_ns if full else 0,
     )
+
+
+def holds_sealed(shared: Any, offset: int, count: int, end: int) -> bool:
+    """Whether the sealed record at ``offset`` ends a commit of ``count`` records in
+    ``shared`` (up to ``end``): an append-only file with the same ``file_id`` then holds
+    the records that commit had."""
+    if not fmt.DATA_START <= offset < end:
+        return False
+    data = os.pread(shared._fd, fmt.SEALED_HEAD, offset)
+    size = needed(data, 0)
+    if offset + size > end:
+        return False
+    if size > len(data):
+        data = os.pread(shared._fd, size, offset)
+    found = unseal(data, 0, shared._header.seal)
+    return found is not None and found[0] + 1 == count
 
 
 def frame_offset(records: Any, number: int) -> int:

@@ -51,6 +51,7 @@ from klepto._recordfollow import (
     advance,
     commit_point_of,
     frame_offset,
+    holds_sealed,
     read_record,
 )
 from klepto._recordlock import OPEN_FLAGS, exclusive, lock_path, locked_live, symlink_refused
@@ -63,7 +64,6 @@ from klepto._recordscan import (  # type: ignore[attr-defined]
     pread,
     read_commit,
 )
-from klepto._recordseal import needed, unseal
 from klepto._recordwriter import Writer
 from klepto.errors import CorruptRecordError
 from klepto.records import DEFAULT_FRAME_SIZE, RecordFile
@@ -254,28 +254,13 @@ class SharedRecordFile(RecordFile):
             return point.count == 0
         assert self._fd is not None
         if point.timestamp_ns == 0 and self._header.sealing:  # a sealed record's point
-            return self._holds_sealed(point, state.end)
+            return holds_sealed(self, point.offset, point.count, state.end)
         commit = read_commit(self._fd, point.offset, self._header.file_id, state.end)
         return commit is not None and (
             commit.seq,
             commit.record_count,
             commit.timestamp_ns,
         ) == (point.seq, point.count, point.timestamp_ns)
-
-    def _holds_sealed(self, point: CommitPoint, end: int) -> bool:
-        """Whether the sealed record at ``point.offset`` ends the commit ``point`` names (an
-        append-only file with this ``file_id``: the records before it are those it had)."""
-        if not fmt.DATA_START <= point.offset < end:
-            return False
-        assert self._fd is not None
-        data = pread(self._fd, fmt.SEALED_HEAD, point.offset)
-        size = needed(data, 0)
-        if point.offset + size > end:
-            return False
-        if size > len(data):
-            data = pread(self._fd, size, point.offset)
-        found = unseal(data, 0, self._header.seal)
-        return found is not None and found[0] + 1 == point.count
 
     # --- direct record access (for an index that remembers where records are) ------------
     def frame_of(self, number: int) -> int:
