@@ -29,8 +29,11 @@ def _writer(path: str, rounds: int, ready: list[str]) -> None:
     for version in range(1, rounds + 1):
         archive.update({k: (k, version, "v" * (k % 50)) for k in range(KEYS)})
         if version % 2:
-            del archive[0]  # a tombstone, then the key comes back with the next round
-            archive[0] = (0, version, "")
+            # A tombstone and the key's return in one commit: readers must never see the
+            # gap (two separate commits would let them, legitimately).
+            with archive.transaction():
+                del archive[0]
+                archive[0] = (0, version, "")
         archive.compact()
 
 
