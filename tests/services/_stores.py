@@ -47,17 +47,3 @@ def worker_context() -> Any:
         ["tests.services._workers", "klepto.archives", "sqlalchemy", "psycopg", "pymysql", "redis"]
     )
     return context
-
-
-def require_stampede_locks() -> None:
-    """Skip unless the memoizer takes the archive's ``lock(key)`` around a miss.
-
-    (The stampede protection of the memoizer lands separately; counting computations
-    across processes needs it.)
-    """
-    import importlib.util
-
-    import pytest
-
-    if importlib.util.find_spec("klepto._stampede") is None:
-        pytest.skip("this memoizer has no cross-process stampede protection (klepto._stampede)")

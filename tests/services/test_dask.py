@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from tests.services._stores import location, require_stampede_locks
+from tests.services._stores import location
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
@@ -33,7 +33,6 @@ def test_memoized_function_on_a_local_cluster(request, monkeypatch):
     distributed = pytest.importorskip(
         "dask.distributed", reason="dask is not installed: pip install 'klepto[dask]'"
     )
-    require_stampede_locks()
     work = _env_module(
         monkeypatch, location("postgresql", request), location("postgresql", request, "_marks")
     )

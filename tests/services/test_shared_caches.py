@@ -14,7 +14,7 @@ import collections
 
 import pytest
 
-from tests.services._stores import BACKENDS, make_shared, require_stampede_locks, worker_context
+from tests.services._stores import BACKENDS, make_shared, worker_context
 from tests.services._workers import memoize_all, run_in_process
 
 pytestmark = pytest.mark.services
@@ -45,7 +45,6 @@ def _run_all(cache, marks, keys, delay):
 
 
 def _check_shared_memo(backend, request, keys, delay):
-    require_stampede_locks()
     cache = make_shared(backend, request)
     marks = make_shared(backend, request, "_marks")
     expected = {x: x * x for x in keys}

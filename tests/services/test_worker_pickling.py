@@ -24,7 +24,6 @@ from tests.services._stores import (
     BACKENDS,
     location,
     make_shared,
-    require_stampede_locks,
     worker_context,
 )
 from tests.services._workers import call_dilled, call_with, read_keys, write_range
@@ -72,7 +71,6 @@ def test_module_function_travels_by_name(backend, request, monkeypatch):
     assert module.slow_square(5) == 25  # the caller sees the workers' results
     computed = collections.Counter(x for x, _ in module.marks)
     assert sorted(computed) == [1, 2, 3, 4, 5]
-    require_stampede_locks()
     assert computed == dict.fromkeys(range(1, 6), 1)  # the stampede lock spans processes
 
 
