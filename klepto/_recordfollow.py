@@ -15,11 +15,17 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from klepto import _recordformat as fmt
 from klepto._recordscan import State, read_commit, read_slots
 from klepto._recordseal import needed, read_run, starts_entry, unseal
+
+if TYPE_CHECKING:  # annotations only: both modules import this one
+    from klepto._recordindex import FrameIndex
+    from klepto._recordread import Frame, FrameReader
+    from klepto._recordshare import SharedRecordFile
+    from klepto.records import RecordFile
 
 __all__ = [
     "SCAN_READ",
@@ -39,7 +45,7 @@ _SEALED = bytes([fmt.SEALED])
 _BLOCK_KINDS = set(fmt.KIND_NAMES) - {fmt.SEALED}  # kinds with a 32-byte header
 
 
-def read_record(shared: Any, number: int, offset: int) -> bytes | memoryview:
+def read_record(shared: SharedRecordFile, number: int, offset: int) -> bytes | memoryview:
     """``SharedRecordFile.record_in_frame``: one checked read of the frame at ``offset``."""
     fd = shared._fd
     read = shared._frame_read
@@ -73,13 +79,14 @@ def read_record(shared: Any, number: int, offset: int) -> bytes | memoryview:
     if not flags & _PACKED and count > 1:
         return record_of_raw_frame(body, flags, count, k, path, offset)
     block = fmt.Block(offset, kind, flags, body_crc, size, first, count, data[:32])
-    frame = shared._reader.decode(block, bytes(body), shared._committed().dictionary)
+    frame: Frame = shared._reader.decode(block, bytes(body), shared._committed().dictionary)
     return frame.record(k)
 
 
-def commit_point_of(records: Any) -> Any:
+def commit_point_of(records: RecordFile) -> Any:
     """The last commit of any open record file (a reader's, or a writer's own); its time is
     0 when it is a sealed record (which carries none)."""
+    # (a _recordshare.CommitPoint; left Any, as SharedRecordFile.commit_point's ignore expects)
     state = records._committed()
     from klepto._recordshare import CommitPoint
 
@@ -93,29 +100,31 @@ def commit_point_of(records: Any) -> Any:
     )
 
 
-def holds_sealed(shared: Any, offset: int, count: int, end: int) -> bool:
+def holds_sealed(shared: SharedRecordFile, offset: int, count: int, end: int) -> bool:
     """Whether the sealed record at ``offset`` ends a commit of ``count`` records in
     ``shared`` (up to ``end``): an append-only file with the same ``file_id`` then holds
     the records that commit had."""
     if not fmt.DATA_START <= offset < end:
         return False
-    data = os.pread(shared._fd, fmt.SEALED_HEAD, offset)
+    # (the casts: holds(), the caller, has checked that the file is open)
+    data = os.pread(cast(int, shared._fd), fmt.SEALED_HEAD, offset)
     size = needed(data, 0)
     if offset + size > end:
         return False
     if size > len(data):
-        data = os.pread(shared._fd, size, offset)
+        data = os.pread(cast(int, shared._fd), size, offset)
     found = unseal(data, 0, shared._header.seal)
     return found is not None and found[0] + 1 == count
 
 
-def frame_offset(records: Any, number: int) -> int:
+def frame_offset(records: RecordFile, number: int) -> int:
     """File offset of the frame holding committed record ``number`` of any record file."""
     state = records._committed()
     if not 0 <= number < state.count:
         raise IndexError(f"record {number} is not committed ({state.count} records)")
     index = records._writer.index if records._writer is not None else state.index
-    return records._reader.find(index, number)[1]
+    reader: FrameReader = records._reader
+    return reader.find(index, number)[1]
 
 
 def record_of_raw_frame(
@@ -133,7 +142,9 @@ def record_of_raw_frame(
     return body[start:end]
 
 
-def advance(shared: Any, fd: int, head: bytes, size: int) -> tuple[State, list[bytes]] | None:
+def advance(
+    shared: SharedRecordFile, fd: int, head: bytes, size: int
+) -> tuple[State, list[bytes]] | None:
     """The state after the commits since ``shared``'s, and their records, in one pass over
     the new blocks; ``None`` when that is not the simple case (a newer pointer naming no
     intact commit, a rewritten region, compressed frames, a large catch-up): then
@@ -166,7 +177,9 @@ def advance(shared: Any, fd: int, head: bytes, size: int) -> tuple[State, list[b
     return state, records
 
 
-def _newer_anchor(shared: Any, fd: int, head: bytes, size: int) -> Any:
+def _newer_anchor(
+    shared: SharedRecordFile, fd: int, head: bytes, size: int
+) -> fmt.Commit | Literal[False] | None:
     """The intact commit the newest pointer names if it is newer than ``shared``'s state;
     ``None`` if there is no newer pointer; ``False`` if it is not the simple case."""
     state = shared._state
@@ -181,7 +194,9 @@ def _newer_anchor(shared: Any, fd: int, head: bytes, size: int) -> Any:
     return anchor
 
 
-def _sealed_after(shared: Any, data: bytes, pos: int, state: State) -> tuple[State, list[bytes]]:
+def _sealed_after(
+    shared: SharedRecordFile, data: bytes, pos: int, state: State
+) -> tuple[State, list[bytes]]:
     """``state`` advanced past the intact sealed records in ``data`` from ``pos`` on (the
     file from ``state.end``), and their records; anything else ends them quietly (a commit
     being written)."""
@@ -207,7 +222,9 @@ def _sealed_after(shared: Any, data: bytes, pos: int, state: State) -> tuple[Sta
     return state.after_sealed(seq, count, last, base + pos, index or state.index, marks), records
 
 
-def _walk_new_blocks(shared: Any, data: bytes, state: State) -> tuple[Any, int, list[Any]] | None:
+def _walk_new_blocks(
+    shared: SharedRecordFile, data: bytes, state: State
+) -> tuple[FrameIndex, int, list[bytes]] | None:
     """Apply the blocks in ``data`` (the file from ``state.end`` to a commit's end) to a
     copy of the index and collect their records; ``None`` if a frame is not plain."""
     index = state.index.copy()
@@ -250,7 +267,9 @@ def _walk_new_blocks(shared: Any, data: bytes, state: State) -> tuple[Any, int, 
     return index, since, records
 
 
-def _replay_page(shared: Any, index: Any, data: bytes, pos: int, base: int) -> None:
+def _replay_page(
+    shared: SharedRecordFile, index: FrameIndex, data: bytes, pos: int, base: int
+) -> None:
     _, _, _, body_crc, size, first, level, _ = _unpack_block(data, pos)
     start = pos + fmt.BLOCK_SIZE
     if fmt.crc32(data[start : start + size]) != body_crc:
@@ -265,7 +284,7 @@ class BlockReader:
     """Walks the blocks of a committed region in reads of up to ``SCAN_READ`` bytes,
     checking every header and frame body."""
 
-    def __init__(self, shared: Any, offset: int, end: int) -> None:
+    def __init__(self, shared: SharedRecordFile, offset: int, end: int) -> None:
         self.shared = shared
         self.offset = offset
         self.end = end

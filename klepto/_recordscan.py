@@ -377,7 +377,7 @@ def _apply(
 def _extend_past(fd: int, header: fmt.FileHeader, state: State, size: int) -> State:
     """Accept complete, fully verified commits written after the last pointed-to one."""
     while state.end < size:
-        found = _sealed_run(fd, header, state, size)
+        found: State | None = _sealed_run(fd, header, state, size)
         if found is state:
             found = _verified_commit_after(fd, header, state, size)
         if found is None:

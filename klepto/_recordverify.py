@@ -18,9 +18,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from klepto import _recordformat as fmt
+from klepto._fs import pread
 from klepto._recordindex import FrameIndex
 from klepto._recordread import FrameReader
-from klepto._recordscan import State, body_crc, intact_commit_after, pread, walker_for
+from klepto._recordscan import State, body_crc, intact_commit_after, walker_for
 from klepto._recordseal import starts_entry
 from klepto.errors import CorruptRecordError
 

@@ -25,7 +25,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from klepto import _fs, _recordseal
 from klepto import _recordformat as fmt
@@ -140,7 +140,10 @@ class Writer(Streaming):
         (so a torn pointer write always leaves the newest one before it intact)."""
         head = pread(self.fd, fmt.DATA_START, 0)
         slots = [fmt.decode_slot(head[offset : offset + 64]) for offset in fmt.SLOT_OFFSETS]
-        newest = max(range(2), key=lambda i: -1 if slots[i] is None else slots[i].seq)
+        # (the cast: mypy does not narrow ``slots[i]`` by the ``is None`` test before it)
+        newest = max(
+            range(2), key=lambda i: -1 if slots[i] is None else cast(fmt.Slot, slots[i]).seq
+        )
         return 1 - newest
 
     def _read_dictionary(self, offset: int) -> bytes | None:
