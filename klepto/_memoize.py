@@ -41,6 +41,7 @@ from klepto.tools import CacheInfo
 
 __all__ = ["HIT", "LOAD", "MISS", "Memo"]
 
+
 class MemoLock(_thread.RLock):  # type: ignore[misc]  # subclassable at run time
     """The memo's lock: a C lock (no Python frame per acquire) that pickles as a new lock.
 

@@ -56,7 +56,8 @@ def read_record(shared: SharedRecordFile, number: int, offset: int) -> bytes | m
     path = shared._path
     if data[:1] == _SEALED and shared._header.sealing:
         span = shared._frame_read - fmt.BLOCK_SIZE
-        run = read_run(shared._read_at, offset, shared._header.seal, span, number, path, data)
+        seal = shared._header.seal
+        run = read_run(shared._read_at, offset, seal, span, number, path, data, past_damage=True)
         return run.record(number - run.first)
     if len(data) < fmt.BLOCK_SIZE:
         raise fmt.corrupt("frame block truncated", path, offset)

@@ -160,13 +160,16 @@ def read_run(
     need: int,
     path: object,
     data: bytes | None = None,
+    past_damage: bool = False,
 ) -> RunFrame:
     """The sealed records from ``offset`` on, at least up to record ``need``.
 
     Starts from ``data`` (bytes already read at ``offset``), or reads ``span`` bytes, and
     more if record ``need`` lies beyond them; stops at the first block that is not the
-    next sealed record. Damage before record ``need`` raises :class:`CorruptRecordError`;
-    what follows it may be a commit being written, and ends the run quietly.
+    next sealed record. Damage before record ``need`` raises :class:`CorruptRecordError`,
+    unless ``past_damage`` and record ``need`` itself is intact: then the result holds
+    that record only (its ``first`` is ``need``: not a frame to cache for the run).
+    What follows record ``need`` may be a commit being written, and ends the run quietly.
     """
     if data is None:
         data = read(offset, span + RUN_SLACK)
@@ -182,10 +185,31 @@ def read_run(
             break
         data += more
     if not 0 <= first <= need < first + len(ends):
+        past = _past_damage(read, offset, data, seal, need, span) if past_damage else None
+        if past is not None:
+            return past
         raise CorruptRecordError(
             f"sealed record {need} is missing or damaged", path=path, offset=offset + pos
         )
     return RunFrame(first, data, starts, ends)
+
+
+def _past_damage(
+    read: Callable[[int, int], bytes], offset: int, data: bytes, seal: int, need: int, span: int
+) -> RunFrame | None:
+    """Record ``need`` found by its own intact header when damage earlier in its run stops
+    the walk (so one damaged record does not make its neighbours unreadable); ``None`` if
+    it is not intact either. A record without an index entry begins less than a frame
+    size past the run's entry and is shorter than a frame: it lies within ``2 * span``.
+    Its CRC, seeded with the file's seal, vouches for it wherever it is found."""
+    want = 2 * span + RUN_SLACK
+    if len(data) < want:
+        data += read(offset + len(data), want - len(data))
+    for match in _START.finditer(data):
+        found = unseal(data, match.start(), seal)
+        if found is not None and found[0] == need:
+            return RunFrame(need, data, [found[1]], [found[2]])
+    return None
 
 
 def _parse_run(

@@ -39,6 +39,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 from klepto import _recordformat as fmt
+from klepto._recordack import Note, missing, read_note, read_note_at, write_note
 from klepto._recordcreate import (
     RecordFileClosed,
     RecordFileNotWritable,
@@ -60,6 +61,7 @@ from klepto._recordscan import (  # type: ignore[attr-defined]
     InvalidRecordFile,
     Located,
     State,
+    intact_commit_after,
     locate,
     pread,
     read_commit,
@@ -138,6 +140,7 @@ class SharedRecordFile(RecordFile):
         frame_size: int = DEFAULT_FRAME_SIZE,
         dictionary_size: int = 0,
         clock: Callable[[], int] = time.time_ns,
+        sealed_commits: bool = False,
     ) -> None:
         self._lock_path = os.fspath(path) + ".lock"
         self._lock_fd: int | None = None
@@ -148,6 +151,7 @@ class SharedRecordFile(RecordFile):
         self._spare: Writer | None = None
         self._in_turn = False
         self._turn_depth = 0
+        self._turn_mark: tuple[bytes, int] = (b"", 0)
         super().__init__(
             path,
             "r",
@@ -158,7 +162,7 @@ class SharedRecordFile(RecordFile):
             frame_size=frame_size,
             dictionary_size=dictionary_size,
             clock=clock,
-            sealed_commits=False,
+            sealed_commits=sealed_commits,
         )
         _open_files.add(self)
 
@@ -201,6 +205,7 @@ class SharedRecordFile(RecordFile):
 
     def _attach(self, fd: int) -> None:
         """Read the header and the last commit of ``fd`` (as a reader; nothing is repaired)."""
+        note = self._note()  # before the file: what it says was written before it
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise InvalidRecordFile("not a regular file", path=self._path, offset=0)
@@ -210,7 +215,7 @@ class SharedRecordFile(RecordFile):
         except fmt.NotARecordFile as exc:
             raise InvalidRecordFile(str(exc), path=self._path, offset=0) from None
         located = locate(fd, self._path, header, head)
-        self._judge(located)
+        self._judge(fd, header, located, note)
         self._header = header
         self._frame_read = fmt.BLOCK_SIZE + header.frame_size + _SLACK
         self._state = located.state
@@ -220,11 +225,23 @@ class SharedRecordFile(RecordFile):
         self._spare = None
         self._fd = fd
 
-    def _judge(self, located: Located) -> None:
-        """Raise (strict) or warn when a commit pointer names a damaged commit."""
+    def _judge(self, fd: int, header: fmt.FileHeader, located: Located, note: Note | None) -> None:
+        """Raise (strict) or warn when acknowledged commits are missing or damaged: a
+        commit pointer names a damaged commit, the lock file's note names commits the file
+        lacks, or (without a note) an intact commit follows damage after the last one."""
+        state = located.state
+        lost = missing(note, header.file_id, state.count, state.end)
+        if lost is not None:
+            located.problems.append(lost)
+        elif note is None and located.tail_bytes:
+            later = intact_commit_after(fd, header, state, located.size)
+            if later is not None:
+                located.problems.append(
+                    f"damaged block at offset {state.end}, followed by an intact commit at"
+                    f" offset {later}"
+                )
         if not located.problems:
             return
-        state = located.state
         if self._strict:
             raise CorruptRecordError("; ".join(located.problems), path=self._path, offset=state.end)
         logger.warning(
@@ -392,6 +409,8 @@ class SharedRecordFile(RecordFile):
             except BaseException:
                 self._release_os_lock()
                 raise
+            assert self._writer is not None
+            self._turn_mark = (self._header.file_id, self._writer.committed.seq)
             self._in_turn = True
             self._turn_depth = 1
             return change
@@ -423,7 +442,7 @@ class SharedRecordFile(RecordFile):
             assert fd is not None
             info = os.fstat(fd)
         state = self._state
-        if info.st_size == state.end:  # nothing after what this object knows: no locate
+        if info.st_size == state.end and not self._lost(state):  # nothing new: no locate
             spare = self._spare
             if spare is not None and spare.committed is state:
                 self._writer = spare  # nobody wrote since our last turn: reuse the writer
@@ -433,9 +452,8 @@ class SharedRecordFile(RecordFile):
         return self._catch_up(fd, info.st_size) or change
 
     def _new_writer(self, fd: int, state: State) -> Writer:
-        # Every commit is written in full, with its commit pointer: a file archive refuses a
-        # damaged last commit (unless repairing), which a pointer-less sealed record would not
-        # let it tell from a torn write.
+        # With sealed_commits, a commit of one small record is a sealed record (no commit
+        # pointer); the lock file's note still tells a lost one from a torn write.
         return Writer(
             fd,
             self._path,
@@ -443,26 +461,35 @@ class SharedRecordFile(RecordFile):
             state,
             durable=self.durable,
             clock=self._clock,
-            sealing=False,
+            sealing=self._sealed_commits,
         )
 
     def _catch_up(self, fd: int, size: int) -> Change | None:
         """Locate the latest commit, repair a torn tail, and become the writer."""
         self._check_size(size)
         old = self._state
+        note = self._note()
         head = pread(fd, fmt.DATA_START, 0)
         advanced = advance(self, fd, head, size)
-        if advanced is not None and advanced[0].end == size:  # the usual case: no tail
+        if (
+            advanced is not None
+            and advanced[0].end == size  # the usual case: no tail, nothing lost
+            and missing(note, self._header.file_id, advanced[0].count, size) is None
+        ):
             state, records = advanced
             self._state = state
             self._writer = self._new_writer(fd, state)
             return Change(False, old.count, state.count, records)
         located = locate(fd, self._path, self._header, head, old)
-        self._judge(located)
+        self._judge(fd, self._header, located, note)
         if located.problems or located.tail_bytes:
             recover(fd, self._path, located, durable=self.durable, header=self._header)
             self._reader.clear()
         state = located.state
+        if self._lock_fd is not None and missing(note, self._header.file_id, state.count, 0):
+            # The loss is reported and repaired: the note now tells what the file holds, so
+            # later openers do not report it again (even if this turn commits nothing).
+            write_note(self._lock_fd, Note(self._header.file_id, state.count, state.end))
         self._state = state
         self._writer = self._new_writer(fd, state)
         if state.seq == old.seq:
@@ -477,8 +504,24 @@ class SharedRecordFile(RecordFile):
         if writer.dirty:
             writer.resync()  # discard what was not committed, on disk and in memory
             self._reader.clear()
-        self._state = writer.committed
+        state = self._state = writer.committed
         self._spare = writer
+        if self._lock_fd is not None and (self._header.file_id, state.seq) != self._turn_mark:
+            # Still under the lock: the commits of this turn are acknowledged from here on.
+            write_note(self._lock_fd, Note(self._header.file_id, state.count, state.end))
+
+    def _lost(self, state: State) -> bool:
+        """Whether the lock file's note names commits past ``state`` (a file cut back to
+        exactly what this object knows would otherwise go unnoticed)."""
+        return missing(self._note(), self._header.file_id, state.count, state.end) is not None
+
+    def _note(self) -> Note | None:
+        """What the lock file says writers acknowledged (see :mod:`klepto._recordack`)."""
+        if not self._use_os_lock or fcntl is None:
+            return None
+        if self._lock_fd is not None:
+            return read_note(self._lock_fd)
+        return read_note_at(self._lock_path)
 
     @contextlib.contextmanager
     def rewrite(self, **format_options: Any) -> Iterator[RecordFile]:

@@ -187,6 +187,64 @@ def test_strict_refuses_a_damaged_last_commit(tmp_path, caplog):
     assert list(lenient) == [b"first"] and "reading as of commit" in caplog.text
 
 
+def _sealed_file(path, count: int) -> list[int]:
+    """``count`` one-record commits (sealed records); the file size after each."""
+    shared = SharedRecordFile(path, sealed_commits=True)
+    sizes = []
+    for i in range(count):
+        write(shared, b"record %d" % i)
+        sizes.append(os.path.getsize(path))
+    shared.close()
+    return sizes
+
+
+def test_a_file_cut_after_an_acknowledged_sealed_commit_is_reported(tmp_path, caplog):
+    """The cut falls exactly between two sealed records: no torn bytes are left, only the
+    lock file's note tells that a third commit was acknowledged."""
+    path = tmp_path / "f"
+    sizes = _sealed_file(path, 3)
+    os.truncate(path, sizes[1])
+    with pytest.raises(CorruptRecordError, match="acknowledged") as caught:
+        SharedRecordFile(path, strict=True, sealed_commits=True)
+    assert caught.value.path == str(path) and caught.value.offset == sizes[1]
+    with caplog.at_level(logging.WARNING, logger="klepto.records"):
+        lenient = SharedRecordFile(path, sealed_commits=True)
+    assert list(lenient) == [b"record 0", b"record 1"] and "acknowledged" in caplog.text
+    with lenient.turn():  # the writer repairs and notes what the file holds, committing nothing
+        pass
+    assert list(SharedRecordFile(path, strict=True)) == [b"record 0", b"record 1"]
+
+
+def test_a_writer_notices_a_cut_back_to_what_it_knows(tmp_path):
+    """``early`` knows one record; another writer commits a second, and the file is cut
+    back to the first: its size is what ``early`` expects, the note tells the loss."""
+    path = tmp_path / "f"
+    early = SharedRecordFile(path, strict=True, sealed_commits=True)
+    write(early, b"a")
+    size = os.path.getsize(path)
+    write(SharedRecordFile(path, sealed_commits=True), b"b")
+    os.truncate(path, size)
+    with pytest.raises(CorruptRecordError, match="acknowledged"):
+        write(early, b"c")
+    assert list(RecordFile(path)) == [b"a"]  # nothing was written over the loss
+
+
+def test_the_note_of_another_file_or_a_damaged_note_tells_nothing(tmp_path, caplog):
+    path = tmp_path / "f"
+    sizes = _sealed_file(path, 2)
+    lock = str(path) + ".lock"
+    with open(lock, "r+b") as handle:
+        handle.seek(20)
+        handle.write(b"\xff")  # the note's checksum no longer matches
+    os.truncate(path, sizes[0])
+    with caplog.at_level(logging.WARNING, logger="klepto.records"):
+        assert list(SharedRecordFile(path, strict=True)) == [b"record 0"]
+    other = tmp_path / "g"
+    _sealed_file(other, 3)
+    os.replace(str(other) + ".lock", lock)  # a note about file g, next to file f
+    assert list(SharedRecordFile(path, strict=True)) == [b"record 0"]
+
+
 def test_a_deleted_lock_file_is_replaced(tmp_path):
     path = tmp_path / "f"
     shared = SharedRecordFile(path)

@@ -294,7 +294,12 @@ class FileStore:
 def _open_main(path: str, metadata: bytes, durability: str, strict: bool) -> SharedRecordFile:
     try:
         return SharedRecordFile(
-            path, durability=durability, metadata=metadata, strict=strict, frame_size=FRAME_SIZE
+            path,
+            durability=durability,
+            metadata=metadata,
+            strict=strict,
+            frame_size=FRAME_SIZE,
+            sealed_commits=True,
         )
     except InvalidRecordFile as exc:
         reason = (
