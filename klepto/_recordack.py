@@ -28,9 +28,9 @@ from __future__ import annotations
 import errno
 import os
 import struct
-import zlib
 from typing import NamedTuple
 
+from klepto._crc import crc32
 from klepto._recordlock import OPEN_FLAGS, symlink_refused
 
 __all__ = ["Note", "missing", "read_note", "read_note_at", "write_note"]
@@ -52,12 +52,12 @@ class Note(NamedTuple):
 
 def encode(note: Note) -> bytes:
     body = _NOTE.pack(MAGIC, note.file_id, note.records, note.end)
-    return body + zlib.crc32(body).to_bytes(4, "little")
+    return body + crc32(body).to_bytes(4, "little")
 
 
 def decode(data: bytes) -> Note | None:
     """The note in ``data``, or ``None`` if there is none (empty, torn or damaged)."""
-    if len(data) < SIZE or zlib.crc32(data[: _NOTE.size]) != int.from_bytes(
+    if len(data) < SIZE or crc32(data[: _NOTE.size]) != int.from_bytes(
         data[_NOTE.size : SIZE], "little"
     ):
         return None

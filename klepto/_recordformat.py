@@ -25,13 +25,12 @@ import os
 import struct
 import sys
 import time
-import zlib
 from array import array
 from dataclasses import dataclass, field
 from itertools import accumulate
 from typing import NamedTuple
 
-from klepto import _recordcodecs, _recordseal
+from klepto import _crc, _recordcodecs, _recordseal
 from klepto.errors import CorruptRecordError
 
 MAGIC = b"\x89KRF\r\n\x1a\n"
@@ -80,8 +79,8 @@ COMMIT_BODY_SIZE = _COMMIT.size  # 80
 COMMIT_BLOCK_SIZE = BLOCK_SIZE + COMMIT_BODY_SIZE
 _U32 = struct.Struct("<I")
 _LITTLE = sys.byteorder == "little"
+crc32 = _crc.crc32  # every record module checks through fmt.crc32
 
-crc32 = zlib.crc32
 
 # The codecs live in their own module; the file format names them by these ids.
 CODEC_NAMES = _recordcodecs.CODEC_NAMES

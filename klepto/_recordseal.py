@@ -28,10 +28,10 @@ from __future__ import annotations
 
 import re
 import struct
-import zlib
 from collections.abc import Callable
 from typing import Any
 
+from klepto._crc import crc32
 from klepto.errors import CorruptRecordError
 
 __all__ = [
@@ -57,7 +57,6 @@ RUN_SLACK = 512  # read this much past a run's nominal span: one read covers mos
 # them within 256 KiB (SEAL_SPAN) of the last full commit; twice that, for margin.
 TAIL_SEARCH = (1 << 19) + 2 * (MAX_LENGTH + HEAD_SIZE)
 _START = re.compile(re.escape(bytes([SEALED, 0])))
-crc32 = zlib.crc32
 _unpack_head = HEAD.unpack_from
 _unpack_full = struct.Struct("<BBHQI").unpack_from  # the whole 16-byte header
 

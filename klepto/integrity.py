@@ -18,9 +18,9 @@ import hashlib
 import hmac
 import os
 import struct
-import zlib
 from typing import Any
 
+from klepto._crc import crc32
 from klepto.errors import CorruptionError, SignatureError, UnsafeDataError
 from klepto.serializers import Codec, Serializer, get_codec, get_serializer
 
@@ -59,14 +59,14 @@ def seal(
     flags = (SIGNED if key else 0) | (COMPRESSED if compressed else 0)
     tag = _sign(key, flags, payload, context) if key else b""
     body = tag + payload
-    crc = zlib.crc32(body, _crc_start(flags, context))
+    crc = crc32(body, _crc_start(flags, context))
     return _HEADER.pack(MAGIC, VERSION, flags, crc) + body
 
 
 def _crc_start(flags: int, context: bytes) -> int:
-    start = zlib.crc32(bytes((VERSION, flags)))
+    start = crc32(bytes((VERSION, flags)))
     # An empty context leaves the CRC as it was before contexts existed.
-    return zlib.crc32(context, start) if context else start
+    return crc32(context, start) if context else start
 
 
 def unseal(
@@ -93,7 +93,7 @@ def unseal(
     body = view[_HEADER.size :]
     if key and not flags & SIGNED:  # refused whatever its checksum says: nobody signed it
         raise SignatureError("unsigned value in a signed store", **where)
-    if zlib.crc32(body, _crc_start(flags, context)) != crc:
+    if crc32(body, _crc_start(flags, context)) != crc:
         raise CorruptionError("value checksum mismatch", **where)
     if not flags & SIGNED:
         return bytes(body), flags

@@ -30,11 +30,11 @@ import os
 import pickle
 import struct
 import sys
-import zlib
 from collections.abc import Callable
 from typing import Any
 
 from klepto._canonical import stable_hash
+from klepto._crc import crc32
 from klepto.archives._quickpickle import c_pickle
 from klepto.errors import CorruptArchiveError, CorruptionError, SignatureError
 from klepto.integrity import Packer
@@ -109,7 +109,7 @@ class EntryFormat:
         # CRC32 catches damage; a signed store needs a digest an attacker cannot forge.
         if self.packer.key:
             return hashlib.blake2b(view, digest_size=16).hexdigest()
-        return zlib.crc32(view)
+        return crc32(view)
 
     # --- reading --------------------------------------------------------------------------
     def read_key(self, fd: int, size: int, where: dict[Any, Any]) -> Any:
