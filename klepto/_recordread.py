@@ -104,10 +104,8 @@ class FrameReader:
             raise fmt.corrupt(f"damaged {name} block header", self.path, offset)
         if block.body_len <= len(data) - fmt.BLOCK_SIZE:
             body = data[fmt.BLOCK_SIZE : fmt.BLOCK_SIZE + block.body_len]
-        else:
-            body = data[fmt.BLOCK_SIZE :] + self.read(
-                offset + len(data), block.end - offset - len(data)
-            )
+        else:  # one read of the whole body: a large record is allocated and copied once
+            body = self.read(block.body_start, block.body_len)
         if len(body) != block.body_len or fmt.crc32(body) != block.body_crc:
             name = fmt.KIND_NAMES[kind]
             raise fmt.corrupt(f"{name} block checksum mismatch", self.path, offset)
