@@ -32,14 +32,14 @@ import errno
 import logging
 import os
 import stat
-import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 from klepto import _recordformat as fmt
-from klepto._recordack import Note, missing, read_note, read_note_at, write_note
+from klepto._recordaccess import holds_point, scan_records
+from klepto._recordack import Note, missing, write_note
 from klepto._recordcreate import (
     RecordFileClosed,
     RecordFileNotWritable,
@@ -47,33 +47,15 @@ from klepto._recordcreate import (
     create_file,
     recover,
 )
-from klepto._recordfollow import (
-    BlockReader,
-    advance,
-    commit_point_of,
-    frame_offset,
-    holds_sealed,
-    read_record,
-)
-from klepto._recordlock import OPEN_FLAGS, exclusive, lock_path, locked_live, symlink_refused
+from klepto._recordfollow import advance, commit_point_of, frame_offset, read_record
+from klepto._recordlock import OPEN_FLAGS, exclusive, symlink_refused
 from klepto._recordread import FrameReader
-from klepto._recordscan import (  # type: ignore[attr-defined]
-    InvalidRecordFile,
-    Located,
-    State,
-    intact_commit_after,
-    locate,
-    pread,
-    read_commit,
-)
+from klepto._recordscan import InvalidRecordFile, State, locate, pread  # type: ignore[attr-defined]
+from klepto._recordturnlock import TurnLock
+from klepto._recordturnlock import open_files as _open_files
 from klepto._recordwriter import Writer
 from klepto.errors import CorruptRecordError
 from klepto.records import DEFAULT_FRAME_SIZE, RecordFile
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows: the portable (slower) lock below
-    fcntl = None  # type: ignore[assignment]
 
 __all__ = [
     "Change",
@@ -89,7 +71,6 @@ logger = logging.getLogger("klepto.records")
 _OPEN_FLAGS = OPEN_FLAGS
 _READ_ONLY_ERRORS = {errno.EACCES, errno.EPERM, errno.EROFS}
 _SLACK = 512  # read this much past a frame's nominal size: one read covers most frames
-_open_files: weakref.WeakSet[SharedRecordFile] = weakref.WeakSet()
 
 
 class Change(NamedTuple):
@@ -114,7 +95,7 @@ class CommitPoint(NamedTuple):
     timestamp_ns: int
 
 
-class SharedRecordFile(RecordFile):
+class SharedRecordFile(TurnLock, RecordFile):
     """A record file read by many processes, each of which may take turns writing it.
 
     Created (empty, with ``metadata``) if ``path`` does not exist, unless ``create=False``
@@ -225,33 +206,6 @@ class SharedRecordFile(RecordFile):
         self._spare = None
         self._fd = fd
 
-    def _judge(self, fd: int, header: fmt.FileHeader, located: Located, note: Note | None) -> None:
-        """Raise (strict) or warn when acknowledged commits are missing or damaged: a
-        commit pointer names a damaged commit, the lock file's note names commits the file
-        lacks, or (without a note) an intact commit follows damage after the last one."""
-        state = located.state
-        lost = missing(note, header.file_id, state.count, state.end)
-        if lost is not None:
-            located.problems.append(lost)
-        elif note is None and located.tail_bytes:
-            later = intact_commit_after(fd, header, state, located.size)
-            if later is not None:
-                located.problems.append(
-                    f"damaged block at offset {state.end}, followed by an intact commit at"
-                    f" offset {later}"
-                )
-        if not located.problems:
-            return
-        if self._strict:
-            raise CorruptRecordError("; ".join(located.problems), path=self._path, offset=state.end)
-        logger.warning(
-            "%s: reading as of commit %d (%d records): %s",
-            self._path,
-            state.seq,
-            state.count,
-            "; ".join(located.problems),
-        )
-
     @property
     def read_only(self) -> bool:
         """True when this process may not write the file (opened read-only)."""
@@ -264,20 +218,7 @@ class SharedRecordFile(RecordFile):
 
     def holds(self, point: CommitPoint) -> bool:
         """Whether this file contains the commit ``point`` (as of the last poll or turn)."""
-        state = self._committed()
-        if point.file_id != self.file_id or point.seq > state.seq:
-            return False
-        if point.seq == 0:
-            return point.count == 0
-        assert self._fd is not None
-        if point.timestamp_ns == 0 and self._header.sealing:  # a sealed record's point
-            return holds_sealed(self, point.offset, point.count, state.end)
-        commit = read_commit(self._fd, point.offset, self._header.file_id, state.end)
-        return commit is not None and (
-            commit.seq,
-            commit.record_count,
-            commit.timestamp_ns,
-        ) == (point.seq, point.count, point.timestamp_ns)
+        return holds_point(self, point)
 
     # --- direct record access (for an index that remembers where records are) ------------
     def frame_of(self, number: int) -> int:
@@ -300,29 +241,7 @@ class SharedRecordFile(RecordFile):
         For catching up with what other processes appended: a few reads cover many small
         commits, where ``records()`` reads each one-record frame on its own.
         """
-        if start >= stop:
-            return
-        state = self._committed()
-        if stop > state.count:
-            raise IndexError(f"record {stop - 1} is not committed ({state.count} records)")
-        blocks = BlockReader(self, self.frame_of(start), state.end)
-        number = start
-        while number < stop:
-            offset, flags, first, count, body = blocks.next_frame()
-            if first + count <= number:
-                continue  # a sealed record before ``start``, in the run frame_of() points at
-            if not first <= number < first + count:
-                raise fmt.corrupt(f"frame does not hold record {number}", self._path, offset)
-            if flags == 0 and count == 1:
-                yield body
-            else:
-                head = fmt.encode_block(fmt.FRAME, flags, fmt.crc32(body), len(body), first, count)
-                block = fmt.Block(
-                    offset, fmt.FRAME, flags, fmt.crc32(body), len(body), first, count, head
-                )
-                frame = self._reader.decode(block, body, state.dictionary)
-                yield from frame.records(number - first, min(count, stop - first), None)
-            number = first + count
+        return scan_records(self, start, stop)
 
     # --- following other processes -------------------------------------------------------
     def poll(self) -> Change | None:
@@ -510,19 +429,6 @@ class SharedRecordFile(RecordFile):
             # Still under the lock: the commits of this turn are acknowledged from here on.
             write_note(self._lock_fd, Note(self._header.file_id, state.count, state.end))
 
-    def _lost(self, state: State) -> bool:
-        """Whether the lock file's note names commits past ``state`` (a file cut back to
-        exactly what this object knows would otherwise go unnoticed)."""
-        return missing(self._note(), self._header.file_id, state.count, state.end) is not None
-
-    def _note(self) -> Note | None:
-        """What the lock file says writers acknowledged (see :mod:`klepto._recordack`)."""
-        if not self._use_os_lock or fcntl is None:
-            return None
-        if self._lock_fd is not None:
-            return read_note(self._lock_fd)
-        return read_note_at(self._lock_path)
-
     @contextlib.contextmanager
     def rewrite(self, **format_options: Any) -> Iterator[RecordFile]:
         """Replace the file atomically (see ``RecordFile.rewrite``); only during a turn.
@@ -537,52 +443,6 @@ class SharedRecordFile(RecordFile):
         assert self._fd is not None
         self._writer = self._new_writer(self._fd, self._state)
 
-    # --- the inter-process lock -----------------------------------------------------------
-    @contextlib.contextmanager
-    def _os_lock(self) -> Iterator[None]:
-        self._acquire_os_lock()
-        try:
-            yield
-        finally:
-            self._release_os_lock()
-
-    def _acquire_os_lock(self) -> None:
-        if not self._use_os_lock:
-            return
-        if fcntl is None:  # pragma: no cover - no flock on this platform
-            from klepto._fs import InterProcessLock
-
-            self._portable_lock = InterProcessLock(self._lock_path)
-            self._portable_lock.acquire()
-            return
-        self._acquire_lock_file()
-
-    def _release_os_lock(self) -> None:
-        if not self._use_os_lock:
-            return
-        if fcntl is None:  # pragma: no cover
-            self._portable_lock.release()
-            return
-        if self._lock_fd is not None:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-
-    def _acquire_lock_file(self) -> int:
-        fd = self._lock_fd
-        if fd is not None and locked_live(fd):
-            return fd
-        self._lock_fd = None
-        if fd is not None:
-            os.close(fd)  # the lock file was deleted (a dropped archive): lock the new one
-        fd = self._lock_fd = lock_path(self._lock_path)
-        return fd
-
-    def remove_lock_file(self) -> None:
-        """Delete the lock file (during a turn, when the file itself was deleted)."""
-        if not self._in_turn:
-            raise RecordFileReadOnly("remove_lock_file() needs a turn")
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self._lock_path)
-
     # --- lifecycle ------------------------------------------------------------------------
     def _release(self) -> None:
         self._spare = None
@@ -592,19 +452,6 @@ class SharedRecordFile(RecordFile):
         finally:
             if lock_fd is not None:
                 os.close(lock_fd)
-
-    def _after_fork(self) -> None:
-        """In a forked child: forget the parent's turn and lock handle (never use them)."""
-        self._lock = threading.RLock()
-        self._reader._lock = threading.Lock()
-        self._writer = None
-        self._spare = None
-        self._in_turn = False
-        self._turn_depth = 0
-        self._pid = os.getpid()
-        lock_fd, self._lock_fd = self._lock_fd, None
-        if lock_fd is not None:
-            os.close(lock_fd)  # the parent's own handle keeps its lock, if it holds one
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_reopen_shared, (self._path, self._durability, self._strict))
@@ -625,13 +472,3 @@ def _weak_reader(shared: SharedRecordFile) -> Callable[[int, int], bytes]:
         return target._read_at(offset, size)
 
     return read_at
-
-
-def _forget_parent_locks() -> None:
-    for shared in list(_open_files):
-        if shared._fd is not None:
-            shared._after_fork()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_parent_locks)

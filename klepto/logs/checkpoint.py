@@ -45,7 +45,6 @@ writer when both claim the same sequence number or generation.
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import re
@@ -60,6 +59,7 @@ from klepto.archives._base import Archive
 from klepto.errors import ArchiveClosedError, CorruptArchiveError, CorruptionError, KleptoError
 from klepto.integrity import COMPRESSED, Packer, unseal
 from klepto.logs._cptlog import ArchiveLog, SegmentLog
+from klepto.logs._cptrecover import identity_apply, recover_fold, recover_in_place, recover_streams
 from klepto.logs._cptstore import CheckpointRecord, CheckpointStore, backend, default_archive
 
 __all__ = ["NoCheckpointError", "Recovery", "SimpleTransactional", "Transactional"]
@@ -83,10 +83,6 @@ class Recovery:
     last_seq: int  # the last sequence number applied
     damaged: tuple[int, ...]  # newer generations skipped because they are damaged
     created: bool  # the state came from create()
-
-
-def _identity_apply(state: Any, value: Any) -> Any:
-    return value
 
 
 class Transactional:
@@ -352,10 +348,10 @@ class Transactional:
             raise TypeError(f"recover takes at most 2 handlers, got {len(handlers)}")
         found, damaged = self._load_newest()
         if len(handlers) == 2:
-            return self._recover_streams(found, damaged, *handlers)
+            return recover_streams(self, found, damaged, *handlers)
         if len(handlers) == 1:
-            return self._recover_in_place(found, damaged, handlers[0])
-        return self._recover_fold(found, damaged, create, apply or _identity_apply)
+            return recover_in_place(self, found, damaged, handlers[0])
+        return recover_fold(self, found, damaged, create, apply or identity_apply)
 
     def _load_newest(self) -> tuple[CheckpointRecord | None, tuple[int, ...]]:
         """The newest intact checkpoint (None if there is none) and the damaged ones skipped."""
@@ -415,65 +411,6 @@ class Transactional:
                 applied,
                 list(damaged),
             )
-
-    def _recover_fold(
-        self,
-        found: CheckpointRecord | None,
-        damaged: tuple[Any, ...],
-        create: Callable[[], Any] | None,
-        apply: Callable[[Any, Any], Any],
-    ) -> Any:
-        created = found is None
-        if found is None:
-            if create is None:
-                raise NoCheckpointError(f"no checkpoint of {self._name!r} and no create= given")
-            state = create()
-            self._claim()
-            self._write_checkpoint(self._packer.pack(state), 0)
-            start = 0
-        else:
-            state = self._packer.unpack(found.state)
-            start = found.seq
-        applied, last = 0, start
-        for seq, blob in self._log.entries(start):
-            state = apply(state, self._packer.unpack(blob))
-            applied, last = applied + 1, seq
-        self._finish(found, damaged, applied, last, created)
-        return state
-
-    def _recover_in_place(
-        self, found: CheckpointRecord | None, damaged: tuple[Any, ...], handler: Callable[..., Any]
-    ) -> Any:
-        if found is None:
-            raise NoCheckpointError(f"no checkpoint of {self._name!r} to recover from")
-        state = self._packer.unpack(found.state)
-        applied, last = 0, found.seq
-        for seq, blob in self._log.entries(found.seq):
-            handler(state, self._packer.unpack(blob))
-            applied, last = applied + 1, seq
-        self._finish(found, damaged, applied, last)
-        return state
-
-    def _recover_streams(
-        self,
-        found: CheckpointRecord | None,
-        damaged: tuple[Any, ...],
-        checkpoint_handler: Callable[..., Any],
-        log_handler: Callable[..., Any],
-    ) -> Any:
-        if found is None:
-            raise NoCheckpointError(f"no checkpoint of {self._name!r} to recover from")
-        where = {"key": self._store.key("gen", found.gen)}
-        state = checkpoint_handler(io.BytesIO(self._unseal(found.state, where)))
-        stream = io.BytesIO()
-        applied, last = 0, found.seq
-        for seq, blob in self._log.entries(found.seq):
-            stream.write(self._unseal(blob, {"key": ("log", seq)}))
-            applied, last = applied + 1, seq
-        stream.seek(0)
-        state = log_handler(state, stream)
-        self._finish(found, damaged, applied, last)
-        return state
 
 
 class SimpleTransactional(Transactional):
