@@ -15,9 +15,10 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast, overload
 
 from klepto import _recordformat as fmt
+from klepto._recordbody import STREAM_MIN, CheckedBody, streamable
 from klepto._recordscan import State, read_commit, read_slots
 from klepto._recordseal import needed, read_run, starts_entry, unseal
 
@@ -45,8 +46,25 @@ _SEALED = bytes([fmt.SEALED])
 _BLOCK_KINDS = set(fmt.KIND_NAMES) - {fmt.SEALED}  # kinds with a 32-byte header
 
 
-def read_record(shared: SharedRecordFile, number: int, offset: int) -> bytes | memoryview:
-    """``SharedRecordFile.record_in_frame``: one checked read of the frame at ``offset``."""
+@overload
+def read_record(
+    shared: SharedRecordFile, number: int, offset: int, stream: Literal[False] = False
+) -> bytes | memoryview: ...
+
+
+@overload
+def read_record(
+    shared: SharedRecordFile, number: int, offset: int, stream: bool
+) -> bytes | memoryview | CheckedBody: ...
+
+
+def read_record(
+    shared: SharedRecordFile, number: int, offset: int, stream: bool = False
+) -> bytes | memoryview | CheckedBody:
+    """``SharedRecordFile.record_in_frame``: one checked read of the frame at ``offset``.
+
+    With ``stream``, a large raw record alone in its frame comes back as a
+    :class:`~klepto._recordbody.CheckedBody` (a checked file) rather than as bytes."""
     fd = shared._fd
     read = shared._frame_read
     if shared._writer is None and fd is not None:
@@ -65,6 +83,10 @@ def read_record(shared: SharedRecordFile, number: int, offset: int) -> bytes | m
     if kind != fmt.FRAME or reserved or fmt.crc32(data[:28]) != crc:
         raise fmt.corrupt("damaged frame block header", path, offset)
     end = fmt.BLOCK_SIZE + size
+    alone = stream and flags == 0 and count == 1 and number == first
+    streamed = _checked_body(shared, offset, size, body_crc) if alone else None
+    if streamed is not None:
+        return streamed
     if end <= len(data):
         body: bytes | memoryview = data[fmt.BLOCK_SIZE : end]
     else:  # a large record: read the whole block once, keep a view of its body
@@ -82,6 +104,17 @@ def read_record(shared: SharedRecordFile, number: int, offset: int) -> bytes | m
     block = fmt.Block(offset, kind, flags, body_crc, size, first, count, data[:32])
     frame: Frame = shared._reader.decode(block, bytes(body), shared._committed().dictionary)
     return frame.record(k)
+
+
+def _checked_body(
+    shared: SharedRecordFile, offset: int, size: int, body_crc: int
+) -> CheckedBody | None:
+    """The large raw record alone in the frame at ``offset``, as a checked file (``None``:
+    small, or the file is being written by this object, or no ``os.preadv``)."""
+    fd = shared._fd
+    if size < STREAM_MIN or fd is None or shared._writer is not None or not streamable():
+        return None
+    return CheckedBody(fd, offset + fmt.BLOCK_SIZE, size, body_crc, shared._path, offset)
 
 
 def commit_point_of(records: RecordFile) -> Any:

@@ -406,6 +406,92 @@ def test_large_values(in_tmpdir):
     assert raw()["big"] == big and raw()["small"] == 1
 
 
+def _streamed(monkeypatch) -> list[int]:
+    """Count the large records read as checked files (klepto._recordbody)."""
+    from klepto import _recordbody
+
+    made: list[int] = []
+    original = _recordbody.CheckedBody._verify
+
+    def verify(self, crc):
+        made.append(len(self))
+        original(self, crc)
+
+    monkeypatch.setattr(_recordbody.CheckedBody, "_verify", verify)
+    return made
+
+
+@pytest.mark.parametrize("protocol", [None, 0, 2, 4])
+def test_large_values_load_straight_from_the_file(in_tmpdir, monkeypatch, protocol):
+    """Arrays, byte strings and text opcodes (protocol 0 reads lines) of large values come
+    back equal, and writable, whether the entry is recent or in the saved index."""
+    np = pytest.importorskip("numpy")
+    made = _streamed(monkeypatch)
+    archive = raw(protocol=protocol)
+    array = np.arange(100_000, dtype="f8")
+    blob = os.urandom(400_000)
+    archive["array"] = array
+    archive[("blob", 1)] = [blob, "tail"]
+    reopened = raw()
+    loaded = reopened["array"]
+    assert np.array_equal(loaded, array) and loaded.flags.writeable
+    loaded[0] = -1.0  # a private copy: the file is not touched
+    assert reopened["array"][0] == 0.0
+    assert reopened[("blob", 1)] == [blob, "tail"]
+    assert len(made) == 3  # every large read took the streamed path
+
+
+def test_large_value_of_a_dill_only_object(in_tmpdir, monkeypatch):
+    made = _streamed(monkeypatch)
+    scale = 3
+
+    def times(x):  # a closure: only dill pickles it
+        return x * scale
+
+    archive = raw()
+    archive["f"] = (times, b"x" * 300_000)
+    function, padding = raw()["f"]
+    assert function(2) == 6 and padding == b"x" * 300_000 and made
+
+
+def test_damage_in_a_large_value_is_reported_not_loaded(in_tmpdir, monkeypatch, small_thresholds):
+    made = _streamed(monkeypatch)
+    archive = raw()
+    archive["kept"] = b"k" * 300_000
+    archive["big"] = b"A" * 300_000
+    for i in range(20):  # the large entries end up in the saved index: opening skips them
+        archive[i] = i
+    flip_inside("memo.pkl", b"A" * 1000)
+    reopened = raw()
+    with pytest.raises(CorruptArchiveError) as caught:
+        reopened["big"]
+    assert caught.value.key == "big" and caught.value.path.endswith("memo.pkl")
+    assert caught.value.offset is not None and made
+    assert reopened["kept"] == b"k" * 300_000
+
+
+def test_large_values_read_by_threads_at_once(in_tmpdir):
+    import threading
+
+    archive = raw()
+    values = {i: bytes([i]) * (300_000 + i) for i in range(8)}
+    archive.update(values)
+    reopened = raw()
+    wrong: list[int] = []
+
+    def read(i: int) -> None:
+        for _ in range(20):
+            if reopened[i] != values[i]:
+                wrong.append(i)
+
+    threads = [threading.Thread(target=read, args=(i,)) for i in values]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert wrong == []
+
+
 def test_a_foreign_file_is_refused(in_tmpdir):
     with open("memo.pkl", "wb") as handle:
         pickle.dump({"classic": "klepto"}, handle)

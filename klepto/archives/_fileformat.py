@@ -21,10 +21,12 @@ superseded records without looking anything up.
 from __future__ import annotations
 
 import hashlib
+import pickle
 import struct
 from typing import Any
 
 from klepto._canonical import stable_bytes
+from klepto._recordbody import CheckedBody
 from klepto.errors import CorruptArchiveError, CorruptionError, SignatureError
 from klepto.integrity import Packer
 
@@ -122,6 +124,8 @@ class EntryCodec:
     def fast_value(self, record: Any, digest: bytes, path: str, offset: int, key: Any) -> Any:
         """:meth:`value` for the read path: the common case in one step; anything unusual
         (a signed, compressed or damaged record) goes through :meth:`value`."""
+        if isinstance(record, CheckedBody):
+            return self._streamed_value(record, digest, path, offset, key)
         if len(record) >= _SET_HEAD.size and self._fast:
             kind, stored, key_length = _SET_HEAD.unpack_from(record)
             start = _SET_HEAD.size + key_length
@@ -130,6 +134,30 @@ class EntryCodec:
                 if type(payload) is tuple and len(payload) == 2 and payload[0] == digest.hex():
                     return payload[1]
         return self.value(record, digest, {"path": path, "offset": offset or None, "key": key})
+
+    def _streamed_value(
+        self, body: CheckedBody, digest: bytes, path: str, offset: int, key: Any
+    ) -> Any:
+        """:meth:`fast_value` of a large record read as a checked file: the pickle is
+        loaded straight from the file (see :mod:`klepto._recordbody`)."""
+        head = body.read(_SET_HEAD.size)
+        if self._fast and len(head) == _SET_HEAD.size:
+            kind, stored, key_length = _SET_HEAD.unpack(head)
+            start = _SET_HEAD.size + key_length + _ENVELOPE_HEAD
+            body.seek(start - _ENVELOPE_HEAD)
+            if kind in (SET, REPLACE) and stored == digest and body.read(4) == _PLAIN:
+                body.seek(start)
+                try:
+                    payload = pickle.load(body)
+                except CorruptionError:
+                    raise
+                except Exception:  # what only dill reads: through the serializer, whole
+                    body.seek(start)
+                    payload = self._loads(body.read())
+                if type(payload) is tuple and len(payload) == 2 and payload[0] == digest.hex():
+                    return payload[1]
+        body.seek(0)
+        return self.value(body.read(), digest, {"path": path, "offset": offset or None, "key": key})
 
     def value(self, record: Any, digest: bytes, where: dict[Any, Any]) -> Any:
         """The value in a set record that must belong to ``digest``."""

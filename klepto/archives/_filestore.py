@@ -21,6 +21,7 @@ import logging
 import os
 from typing import Any
 
+from klepto._recordbody import STREAM_MIN
 from klepto._recordfollow import read_record
 from klepto._recordscan import InvalidRecordFile
 from klepto._recordshare import Change, SharedRecordFile, commit_point_of, frame_offset
@@ -60,6 +61,7 @@ class FileStore:
         self.main = _open_main(path, settings_blob, durability, strict)
         self.tables = IndexFile(path + ".idx")
         self.index = KeyIndex()
+        self._large: set[int] = set()  # numbers of large set records not in saved tables
         self._depth = 0
         self._flush_failed_at = -1
         self._others_write = False
@@ -78,6 +80,7 @@ class FileStore:
         """Build the index from scratch: saved tables (if usable) plus the records after."""
         saved = self.tables.read(self.main)
         index = self.index = KeyIndex()
+        self._large = set()
         if saved is not None:
             index.reset(list(saved.tables), saved.covered, saved.live, saved.dead)
         self._replay(index.covered, self.main.committed_count)
@@ -106,10 +109,17 @@ class FileStore:
         number, offset = found
         main = self.main
         try:
-            record = read_record(main, number, offset) if offset else main[number]
+            # One checked read of the record's frame; a large value is loaded straight
+            # from the file (klepto._recordbody), so both stay inside this try.
+            if not offset and number in self._large:  # a recent large value: streamed too
+                offset = self._frame_of(number)
+            # A recent small entry goes through the record file's frame cache.
+            record = read_record(main, number, offset, stream=True) if offset else main[number]
+            return self.codec.fast_value(record, digest, self.path, offset, key)
         except CorruptionError as exc:
+            if isinstance(exc, CorruptArchiveError):
+                raise
             raise _archive_error(exc, self.path, f"record {number}", key) from exc
-        return self.codec.fast_value(record, digest, self.path, offset, key)
 
     def _apply(self, change: Change) -> None:
         if change.replaced:
@@ -130,6 +140,8 @@ class FileStore:
                     index.note_clear(number)
                 else:
                     index.note_set(digest, number, kind == fmt.REPLACE)  # type: ignore[arg-type]
+                    if len(record) >= STREAM_MIN:
+                        self._large.add(number)
                 number += 1
         except CorruptionError as exc:
             raise _archive_error(exc, self.path, f"record {number}") from exc
@@ -138,6 +150,7 @@ class FileStore:
         saved = self.tables.read(self.main)
         if saved is not None and saved.covered > self.index.covered:
             self.index.adopt(list(saved.tables), saved.covered)
+            self._large = {n for n in self._large if n >= saved.covered}
 
     # --- reading --------------------------------------------------------------------------
     def locate(self, key: Any) -> tuple[bytes, tuple[int, int] | None]:
@@ -194,11 +207,11 @@ class FileStore:
         replaces = index.locate(digest) is not None  # type: ignore[arg-type]
         head, *rest = record
         parts = [fmt.marked(head, replaces), *rest]
-        if sum(map(len, rest)) >= STREAM_AT:
-            number = main.append_stream(parts)
-        else:
-            number = main.append(b"".join(parts))
+        size = sum(map(len, rest))
+        number = main.append_stream(parts) if size >= STREAM_AT else main.append(b"".join(parts))
         index.note_set(digest, number, replaces)  # type: ignore[arg-type]
+        if size >= STREAM_MIN:
+            self._large.add(number)
 
     def _after_commit(self) -> None:
         index = self.index

@@ -375,7 +375,10 @@ def _packers(
     if name == "literal":
         serializer = LiteralSerializer()
     elif name == "dill":
-        serializer = QuickDillSerializer(protocol)
+        # Protocol 5 unless asked otherwise: a large array or byte string then loads
+        # straight into its final buffer (one allocation instead of two); any Python klepto
+        # supports reads it.
+        serializer = QuickDillSerializer(5 if protocol is None else protocol)
     level = settings["compression"]
     codec = get_codec("zlib", level=level) if level else None
     packer = Packer(serializer, codec, key=key, safe=safe, protocol=protocol)
