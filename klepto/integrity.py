@@ -69,6 +69,9 @@ def _crc_start(flags: int, context: bytes) -> int:
     return crc32(context, start) if context else start
 
 
+_BUFFER_LOADERS = ("pickle", "dill")  # serializers that load from a memoryview
+
+
 def unseal(
     blob: bytes,
     *,
@@ -83,6 +86,19 @@ def unseal(
     unsigned or its signature does not match. ``where`` (path, offset, key) is put into the
     error message.
     """
+    payload, flags = _opened(blob, key=key, where=where, context=context)
+    return bytes(payload), flags
+
+
+def _opened(
+    blob: bytes,
+    *,
+    key: bytes | None = None,
+    where: dict[Any, Any] | None = None,
+    context: bytes = b"",
+) -> tuple[bytes | memoryview, int]:
+    """:func:`unseal`, with an unsigned payload as a ``memoryview`` of ``blob`` (not
+    copied: a large value is then not allocated twice)."""
     where = where or {}
     view = memoryview(blob)
     if len(view) < _HEADER.size:
@@ -96,7 +112,7 @@ def unseal(
     if crc32(body, _crc_start(flags, context)) != crc:
         raise CorruptionError("value checksum mismatch", **where)
     if not flags & SIGNED:
-        return bytes(body), flags
+        return body, flags
     if len(body) < _TAG_SIZE:
         raise CorruptionError("signed value envelope truncated", **where)
     payload = bytes(body[_TAG_SIZE:])
@@ -176,11 +192,13 @@ class Packer:
         self, blob: bytes, *, where: dict[Any, Any] | None = None, context: bytes = b""
     ) -> Any:
         """The object stored as ``blob``; integrity is checked before anything is decoded."""
-        payload, flags = unseal(blob, key=self.key, where=where, context=context)
+        payload, flags = _opened(blob, key=self.key, where=where, context=context)
         if flags & COMPRESSED:
             if self.codec is None:
                 raise CorruptionError(
                     "compressed value in a store without a codec", **(where or {})
                 )
-            payload = self.codec.decompress(payload)
-        return self.serializer.loads(payload)
+            payload = self.codec.decompress(payload)  # type: ignore[arg-type]  # (any buffer)
+        elif self.serializer.name not in _BUFFER_LOADERS:
+            payload = bytes(payload)
+        return self.serializer.loads(payload)  # type: ignore[arg-type]
