@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast, overload
 from klepto import _recordformat as fmt
 from klepto._recordbody import STREAM_MIN, CheckedBody, streamable
 from klepto._recordscan import State, read_commit, read_slots
-from klepto._recordseal import needed, read_run, starts_entry, unseal
+from klepto._recordseal import find_sealed, needed, read_run, starts_entry, unseal
 
 if TYPE_CHECKING:  # annotations only: both modules import this one
     from klepto._recordindex import FrameIndex
@@ -73,10 +73,7 @@ def read_record(
         data = shared._read_at(offset, read)
     path = shared._path
     if data[:1] == _SEALED and shared._header.sealing:
-        span = shared._frame_read - fmt.BLOCK_SIZE
-        seal = shared._header.seal
-        run = read_run(shared._read_at, offset, seal, span, number, path, data, past_damage=True)
-        return run.record(number - run.first)
+        return _sealed_record(shared, number, offset, data)
     if len(data) < fmt.BLOCK_SIZE:
         raise fmt.corrupt("frame block truncated", path, offset)
     kind, flags, reserved, body_crc, size, first, count, crc = _unpack_block(data)
@@ -104,6 +101,18 @@ def read_record(
     block = fmt.Block(offset, kind, flags, body_crc, size, first, count, data[:32])
     frame: Frame = shared._reader.decode(block, bytes(body), shared._committed().dictionary)
     return frame.record(k)
+
+
+def _sealed_record(shared: SharedRecordFile, number: int, offset: int, data: bytes) -> bytes:
+    """Sealed record ``number`` of the run read at ``offset`` (``data``)."""
+    seal = shared._header.seal
+    found = find_sealed(data, number, seal)  # the usual case: one CRC, not the run's
+    if found is not None:
+        return data[found[0] : found[1]]
+    span = shared._frame_read - fmt.BLOCK_SIZE
+    path = shared._path
+    run = read_run(shared._read_at, offset, seal, span, number, path, data, past_damage=True)
+    return run.record(number - run.first)
 
 
 def _checked_body(

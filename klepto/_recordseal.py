@@ -72,6 +72,25 @@ def encode(record: bytes, number: int, seal: int) -> bytes:
     return head + CRC.pack(crc32(record, crc32(head, seal))) + record
 
 
+def find_sealed(data: bytes, number: int, seal: int) -> tuple[int, int] | None:
+    """``(body start, body end)`` of sealed record ``number`` in the run starting at
+    ``data[0]``, hopping over the records before it by their headers' lengths and checking
+    only its own CRC (seeded with the file's seal, over a header that names ``number``:
+    what it vouches for is that record, wherever the hops land). ``None`` when the hops do
+    not reach an intact record ``number``: the caller then reads the run in full."""
+    pos = 0
+    size = len(data)
+    while size - pos >= HEAD_SIZE:
+        kind, flags, length, found, _crc = _unpack_full(data, pos)
+        if kind != SEALED or flags or found > number:
+            return None
+        if found == number:
+            checked = unseal(data, pos, seal)
+            return None if checked is None or checked[0] != number else checked[1:]
+        pos += HEAD_SIZE + length
+    return None
+
+
 def unseal(data: bytes | memoryview, pos: int, seal: int) -> tuple[int, int, int] | None:
     """``(record number, body start, body end)`` of the sealed record at ``data[pos:]``.
 

@@ -394,3 +394,24 @@ def test_a_shared_file_reads_sealed_records(path):
         shared.commit()
     assert kinds(path)[-1] == 6 and shared[-1] == b"full"
     shared.close()
+
+
+def test_record_in_frame_finds_each_sealed_record_of_a_run(tmp_path):
+    """Direct access (as the file archive reads): every record of a run by hops over the
+    headers before it, and still past a damaged neighbour (its own CRC vouches for it)."""
+    path = tmp_path / "run.krf"
+    shared = SharedRecordFile(path, sealed_commits=True)
+    values = [b"value %d " % i * (i + 1) for i in range(12)]
+    for value in values:
+        with shared.turn():
+            shared.append(value)
+            shared.commit()
+    offsets = [shared.frame_of(i) for i in range(len(values))]
+    assert [shared.record_in_frame(i, offsets[i]) for i in range(12)] == values
+    data = bytearray(raw(path))
+    data[data.index(values[3]) + 2] ^= 0xFF  # damage record 3, inside the run
+    put(path, data)
+    reader = SharedRecordFile(path, sealed_commits=True)
+    assert bytes(reader.record_in_frame(7, offsets[7])) == values[7]
+    with pytest.raises(CorruptRecordError):
+        reader.record_in_frame(3, offsets[3])

@@ -37,7 +37,7 @@ CATALOG = [
     (r"test_records_faults\.py::test_disk_full", "D1", "record", 1),
     (r"test_checkpoint_faults\.py::test_kill9", "A4", "checkpoint", None),
     (r"test_checkpoint_faults\.py::test_damaged", "B4", "checkpoint", 1),
-    (r"test_branches_faults\.py::test_kill_during.*\[(dir|sql)", "A5", "branches-{0}", 1),
+    (r"test_branches_faults\.py::test_kill_during.*\[(?:\d+-)?(dir|sql)", "A5", "branches-{0}", 1),
     (r"test_branches_faults\.py::test_(?:two|compare).*\[(dir|sql)", "C1", "branches-{0}", 1),
     (r"test_file_corruption\.py::test_damage", "B2", "file", None),
     (r"test_file_corruption\.py::test_many_damaged", "B6", "file", None),
