@@ -23,6 +23,7 @@ import heapq
 import random
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Hashable, Sequence
+from itertools import islice
 from typing import Any
 
 __all__ = [
@@ -194,7 +195,13 @@ class LFUPolicy(Policy):
             self._adopt(keys)
         counts = self._counts
         batch = max(2, (self.maxsize or 0) // 10)
-        chosen = heapq.nsmallest(batch, counts, key=counts.__getitem__)
+        # Usually a whole batch shares the lowest count (most keys were used once): then
+        # the first ``batch`` of them in counting order are exactly what a stable sort by
+        # count would choose, found without sorting or calling a key function per key.
+        low = min(counts.values(), default=0)
+        chosen = list(islice((key for key, count in counts.items() if count == low), batch))
+        if len(chosen) < batch:
+            chosen = heapq.nsmallest(batch, counts, key=counts.__getitem__)
         for key in chosen:
             del counts[key]
         return chosen
