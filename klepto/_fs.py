@@ -60,6 +60,7 @@ def makedirs(path: PathLike, mode: int | None = None) -> Path:
 
 
 _SEEK_GUARD = threading.Lock()
+_HAS_PREADV = hasattr(os, "preadv")
 
 
 def pread(fd: int, size: int, offset: int) -> bytes:
@@ -80,6 +81,26 @@ def pread(fd: int, size: int, offset: int) -> bytes:
         parts.append(more)
         got += len(more)
     return b"".join(parts)
+
+
+def pread_into(fd: int, target: memoryview, offset: int) -> int:
+    """Fill ``target`` from ``offset``; the number of bytes read (short only at the end).
+
+    Straight into ``target`` with ``os.preadv``; where it is missing (older macOS,
+    Windows), through one intermediate ``bytes`` per read.
+    """
+    filled = 0
+    while filled < target.nbytes:
+        if _HAS_PREADV:
+            count = os.preadv(fd, [target[filled:]], offset + filled)
+        else:
+            chunk = _pread_once(fd, target.nbytes - filled, offset + filled)
+            count = len(chunk)
+            target[filled : filled + count] = chunk
+        if not count:
+            break
+        filled += count
+    return filled
 
 
 def pwrite_all(fd: int, data: bytes | bytearray | memoryview, offset: int) -> None:

@@ -16,22 +16,16 @@ one), so what was verified is what is read.
 
 from __future__ import annotations
 
-import os
 import threading
 
 from klepto import _recordformat as fmt
-from klepto._fs import pread
+from klepto._fs import pread, pread_into
 
-__all__ = ["STREAM_MIN", "CheckedBody", "streamable"]
+__all__ = ["STREAM_MIN", "CheckedBody"]
 
 STREAM_MIN = 1 << 18  # smaller records are cheaper read whole
 _CHUNK = 1 << 16
 _scratch = threading.local()
-
-
-def streamable() -> bool:
-    """Whether this platform reads positionally into a buffer (``os.preadv``)."""
-    return hasattr(os, "preadv")
 
 
 def _buffer() -> memoryview:
@@ -42,12 +36,8 @@ def _buffer() -> memoryview:
 
 
 def _read_into(fd: int, view: memoryview, offset: int, path: object, where: int) -> None:
-    got = 0
-    while got < len(view):
-        n = os.preadv(fd, [view[got:]], offset + got)
-        if n <= 0:
-            raise fmt.corrupt("frame block truncated", path, where)
-        got += n
+    if pread_into(fd, view, offset) != view.nbytes:
+        raise fmt.corrupt("frame block truncated", path, where)
 
 
 class CheckedBody:

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Literal, cast, overload
 
 from klepto import _recordformat as fmt
-from klepto._recordbody import STREAM_MIN, CheckedBody, streamable
+from klepto._recordbody import STREAM_MIN, CheckedBody
 from klepto._recordscan import State, read_commit, read_slots
 from klepto._recordseal import find_sealed, needed, read_run, starts_entry, unseal
 
@@ -119,9 +119,9 @@ def _checked_body(
     shared: SharedRecordFile, offset: int, size: int, body_crc: int
 ) -> CheckedBody | None:
     """The large raw record alone in the frame at ``offset``, as a checked file (``None``:
-    small, or the file is being written by this object, or no ``os.preadv``)."""
+    small, or the file is being written by this object)."""
     fd = shared._fd
-    if size < STREAM_MIN or fd is None or shared._writer is not None or not streamable():
+    if size < STREAM_MIN or fd is None or shared._writer is not None:
         return None
     return CheckedBody(fd, offset + fmt.BLOCK_SIZE, size, body_crc, shared._path, offset)
 

@@ -69,7 +69,7 @@ def _crc_start(flags: int, context: bytes) -> int:
     return crc32(context, start) if context else start
 
 
-_BUFFER_LOADERS = ("pickle", "dill")  # serializers that load from a memoryview
+BUFFER_LOADERS = ("pickle", "dill")  # serializers that load from a memoryview
 
 
 def unseal(
@@ -199,6 +199,6 @@ class Packer:
                     "compressed value in a store without a codec", **(where or {})
                 )
             payload = self.codec.decompress(payload)  # type: ignore[arg-type]  # (any buffer)
-        elif self.serializer.name not in _BUFFER_LOADERS:
+        elif self.serializer.name not in BUFFER_LOADERS:
             payload = bytes(payload)
         return self.serializer.loads(payload)  # type: ignore[arg-type]

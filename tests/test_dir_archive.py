@@ -436,11 +436,11 @@ def test_short_writes_are_completed(tmp_path, monkeypatch):
 
 
 def test_reads_without_preadv(tmp_path, monkeypatch):
-    from klepto.archives import _direntry
+    from klepto import _fs
 
     d = dir_archive(str(tmp_path / "nopreadv"), cached=False)
     d["a"] = np.arange(5000.0)
-    monkeypatch.setattr(_direntry, "_HAS_PREADV", False)
+    monkeypatch.setattr(_fs, "_HAS_PREADV", False)
     assert same(d["a"], np.arange(5000.0)) and d["a"].flags.writeable
 
 

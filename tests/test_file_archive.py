@@ -579,3 +579,12 @@ def test_planted_symlinks_are_never_written_through(in_tmpdir, tmp_path, small_t
     assert raw("copy.pkl") == archive.__asdict__()
     assert _sha(target) == digest
     assert not os.path.islink("copy.pkl")
+
+
+def test_large_values_stream_without_preadv(in_tmpdir, monkeypatch):
+    from klepto import _fs
+
+    made = _streamed(monkeypatch)
+    raw()["big"] = b"z" * 300_000
+    monkeypatch.setattr(_fs, "_HAS_PREADV", False)  # as on platforms without os.preadv
+    assert raw()["big"] == b"z" * 300_000 and made

@@ -26,7 +26,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
-import os
 import pickle
 import struct
 import sys
@@ -35,6 +34,7 @@ from typing import Any
 
 from klepto._canonical import stable_hash
 from klepto._crc import crc32
+from klepto._fs import pread, pread_into
 from klepto.archives._quickpickle import c_pickle
 from klepto.errors import CorruptArchiveError, CorruptionError, SignatureError
 from klepto.integrity import Packer
@@ -51,7 +51,6 @@ _PADDING = bytes(ALIGN)
 MEMMAP_MODES = {"r": "r", "c": "c", "r+": "c", "w+": "c"}
 MIN_BLOCK = 1024  # smaller arrays stay inside the pickle unless the store is fast
 FIRST_READ = 8192  # one read covers a typical small entry whole
-_HAS_PREADV = hasattr(os, "preadv")
 
 
 def _aligned(offset: int) -> int:
@@ -114,10 +113,10 @@ class EntryFormat:
     # --- reading --------------------------------------------------------------------------
     def read_key(self, fd: int, size: int, where: dict[Any, Any]) -> Any:
         """The key stored in an entry file (the value is not read)."""
-        head = _pread(fd, min(size, FIRST_READ), 0)
+        head = pread(fd, min(size, FIRST_READ), 0)
         key_length, _ = self._lengths(head, size, where)
         if HEADER.size + key_length > len(head):
-            head += _pread(fd, HEADER.size + key_length - len(head), len(head))
+            head += pread(fd, HEADER.size + key_length - len(head), len(head))
         key = self._unpack(memoryview(head)[HEADER.size : HEADER.size + key_length], where)
         if stable_hash(key) != where["digest"]:
             raise CorruptArchiveError("entry holds a key that belongs elsewhere", **_place(where))
@@ -138,11 +137,11 @@ class EntryFormat:
 
     def _read_prefix(self, fd: int, size: int, where: dict[Any, Any]) -> bytes:
         """The header and both envelopes; blocks are read (or mapped) into their arrays."""
-        data = _pread(fd, min(size, FIRST_READ), 0)
+        data = pread(fd, min(size, FIRST_READ), 0)
         key_length, value_length = self._lengths(data, size, where)
         needed = HEADER.size + key_length + value_length
         if needed > len(data):
-            data += _pread(fd, needed - len(data), len(data))
+            data += pread(fd, needed - len(data), len(data))
         return data
 
     def _lengths(
@@ -196,7 +195,7 @@ class EntryFormat:
             if self.memmode is None:  # read straight into the array: one copy, writable
                 array = numpy.empty(shape, dtype, order=order)  # type: ignore[call-overload]
                 raw = memoryview(array.reshape(-1, order=order).view(numpy.uint8))
-                if _preadinto(fd, raw, start) != nbytes:
+                if pread_into(fd, raw, start) != nbytes:
                     raise CorruptArchiveError("array block truncated", **_place(where))
             else:
                 mode = MEMMAP_MODES[self.memmode]
@@ -212,33 +211,6 @@ class EntryFormat:
 
 def _place(where: dict[Any, Any]) -> dict[Any, Any]:
     return {"path": where.get("path"), "key": where.get("key")}
-
-
-def _pread(fd: int, count: int, offset: int) -> bytes:
-    """Up to ``count`` bytes at ``offset`` (fewer only at the end of the file)."""
-    data = os.pread(fd, count, offset)
-    while len(data) < count:
-        more = os.pread(fd, count - len(data), offset + len(data))
-        if not more:
-            break  # the file is shorter: the length checks report it as truncated
-        data += more
-    return data
-
-
-def _preadinto(fd: int, target: memoryview, offset: int) -> int:
-    """Fill ``target`` from ``offset``; the number of bytes read (short only at the end)."""
-    filled = 0
-    while filled < target.nbytes:
-        if _HAS_PREADV:
-            count = os.preadv(fd, [target[filled:]], offset + filled)
-        else:  # e.g. older macOS: one extra copy
-            chunk = os.pread(fd, target.nbytes - filled, offset + filled)
-            count = len(chunk)
-            target[filled : filled + count] = chunk
-        if not count:
-            break
-        filled += count
-    return filled
 
 
 # --- pickling with raw blocks ---------------------------------------------------------------

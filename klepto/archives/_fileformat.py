@@ -28,7 +28,7 @@ from typing import Any
 from klepto._canonical import stable_bytes
 from klepto._recordbody import CheckedBody
 from klepto.errors import CorruptArchiveError, CorruptionError, SignatureError
-from klepto.integrity import Packer
+from klepto.integrity import BUFFER_LOADERS, Packer
 
 __all__ = [
     "CLEAR",
@@ -90,7 +90,7 @@ class EntryCodec:
         # tuple into a list): such keys must come back as themselves, or be refused.
         self._check_keys = not packer.serializer.executes_code
         # Unsigned pickles are read straight from the record (see _unpack).
-        self._fast = packer.key is None and packer.serializer.name in _BUFFER_LOADERS
+        self._fast = packer.key is None and packer.serializer.name in BUFFER_LOADERS
         self._loads = packer.serializer.loads
 
     def set_record(self, digest: bytes, key: Any, value: Any) -> list[bytes]:
@@ -131,7 +131,7 @@ class EntryCodec:
             start = _SET_HEAD.size + key_length
             if kind in (SET, REPLACE) and stored == digest and record[start : start + 4] == _PLAIN:
                 payload = self._loads(memoryview(record)[start + _ENVELOPE_HEAD :])  # type: ignore[arg-type]
-                if type(payload) is tuple and len(payload) == 2 and payload[0] == digest.hex():
+                if _belongs(payload, digest):
                     return payload[1]
         return self.value(record, digest, {"path": path, "offset": offset or None, "key": key})
 
@@ -154,7 +154,7 @@ class EntryCodec:
                 except Exception:  # what only dill reads: through the serializer, whole
                     body.seek(start)
                     payload = self._loads(body.read())
-                if type(payload) is tuple and len(payload) == 2 and payload[0] == digest.hex():
+                if _belongs(payload, digest):
                     return payload[1]
         body.seek(0)
         return self.value(body.read(), digest, {"path": path, "offset": offset or None, "key": key})
@@ -193,7 +193,11 @@ class EntryCodec:
 
 _PLAIN = _PLAIN_ENVELOPE = b"KV\x01\x00"  # magic, version 1, no flags: plain envelope
 _ENVELOPE_HEAD = 8
-_BUFFER_LOADERS = ("dill", "pickle")  # read straight from a memoryview (no copy)
+
+
+def _belongs(payload: Any, digest: bytes) -> bool:
+    """Whether an unpickled value envelope is ``(hex digest, value)`` of this key."""
+    return type(payload) is tuple and len(payload) == 2 and payload[0] == digest.hex()
 
 
 def _unpack(packer: Packer, envelope: memoryview, where: dict[Any, Any]) -> Any:
@@ -202,7 +206,7 @@ def _unpack(packer: Packer, envelope: memoryview, where: dict[Any, Any]) -> Any:
         # envelope's own checksum (and copying the payload for it) would only repeat that.
         payload = envelope[_ENVELOPE_HEAD:]
         serializer = packer.serializer
-        return serializer.loads(payload if serializer.name in _BUFFER_LOADERS else bytes(payload))  # type: ignore[arg-type]
+        return serializer.loads(payload if serializer.name in BUFFER_LOADERS else bytes(payload))  # type: ignore[arg-type]
     try:
         return packer.unpack(envelope, where=where)  # type: ignore[arg-type]
     except (CorruptArchiveError, SignatureError):
