@@ -33,7 +33,7 @@ from typing import NamedTuple
 from klepto._crc import crc32
 from klepto._recordlock import OPEN_FLAGS, symlink_refused
 
-__all__ = ["Note", "missing", "read_note", "read_note_at", "write_note"]
+__all__ = ["Note", "decode", "missing", "read_note", "read_note_at", "read_raw", "write_note"]
 
 MAGIC = b"KAK1"
 _NOTE = struct.Struct("<4s16sQQ")
@@ -65,14 +65,21 @@ def decode(data: bytes) -> Note | None:
     return Note(file_id, count, end) if magic == MAGIC else None
 
 
-def write_note(fd: int, note: Note) -> None:
-    """Record ``note`` in the lock file ``fd`` (held by the caller)."""
-    os.pwrite(fd, encode(note), 0)
+def write_note(fd: int, note: Note) -> bytes:
+    """Record ``note`` in the lock file ``fd`` (held by the caller); the bytes written."""
+    data = encode(note)
+    os.pwrite(fd, data, 0)
+    return data
 
 
 def read_note(fd: int) -> Note | None:
     """The note in the open lock file ``fd``."""
     return decode(os.pread(fd, SIZE, 0))
+
+
+def read_raw(fd: int) -> bytes:
+    """The bytes of the note in the open lock file ``fd`` (not checked)."""
+    return os.pread(fd, SIZE, 0)
 
 
 def read_note_at(path: str) -> Note | None:

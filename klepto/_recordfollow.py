@@ -34,6 +34,7 @@ __all__ = [
     "advance",
     "commit_point_of",
     "frame_offset",
+    "frame_offsets",
     "holds_sealed",
     "read_record",
     "record_of_raw_frame",
@@ -168,6 +169,21 @@ def frame_offset(records: RecordFile, number: int) -> int:
     index = records._writer.index if records._writer is not None else state.index
     reader: FrameReader = records._reader
     return reader.find(index, number)[1]
+
+
+def frame_offsets(records: RecordFile, numbers: list[int]) -> list[int]:
+    """:func:`frame_offset` of each of ``numbers``, 0 for a number not committed (yet):
+    one lookup of the index for all of them (a flush of the archive's index asks for
+    hundreds at once)."""
+    state = records._committed()
+    count = state.count
+    index = records._writer.index if records._writer is not None else state.index
+    reader: FrameReader = records._reader
+    find, page = index.find, reader.page
+    try:
+        return [find(number, page)[1] if 0 <= number < count else 0 for number in numbers]
+    except (LookupError, ValueError) as exc:
+        raise fmt.corrupt(f"a record is not in the index ({exc})", records._path, None) from None
 
 
 def record_of_raw_frame(

@@ -47,7 +47,13 @@ from klepto._recordcreate import (
     create_file,
     recover,
 )
-from klepto._recordfollow import advance, commit_point_of, frame_offset, read_record
+from klepto._recordfollow import (
+    advance,
+    commit_point_of,
+    frame_offset,
+    frame_offsets,
+    read_record,
+)
 from klepto._recordlock import OPEN_FLAGS, exclusive, symlink_refused
 from klepto._recordread import FrameReader
 from klepto._recordscan import InvalidRecordFile, State, locate, pread  # type: ignore[attr-defined]
@@ -64,6 +70,7 @@ __all__ = [
     "commit_point_of",
     "exclusive",
     "frame_offset",
+    "frame_offsets",
 ]
 
 logger = logging.getLogger("klepto.records")
@@ -132,6 +139,7 @@ class SharedRecordFile(TurnLock, RecordFile):
         self._spare: Writer | None = None
         self._in_turn = False
         self._turn_depth = 0
+        self._noted = b""
         self._turn_mark: tuple[bytes, int] = (b"", 0)
         super().__init__(
             path,
@@ -408,7 +416,8 @@ class SharedRecordFile(TurnLock, RecordFile):
         if self._lock_fd is not None and missing(note, self._header.file_id, state.count, 0):
             # The loss is reported and repaired: the note now tells what the file holds, so
             # later openers do not report it again (even if this turn commits nothing).
-            write_note(self._lock_fd, Note(self._header.file_id, state.count, state.end))
+            note = Note(self._header.file_id, state.count, state.end)
+            self._noted = write_note(self._lock_fd, note)
         self._state = state
         self._writer = self._new_writer(fd, state)
         if state.seq == old.seq:
@@ -427,7 +436,8 @@ class SharedRecordFile(TurnLock, RecordFile):
         self._spare = writer
         if self._lock_fd is not None and (self._header.file_id, state.seq) != self._turn_mark:
             # Still under the lock: the commits of this turn are acknowledged from here on.
-            write_note(self._lock_fd, Note(self._header.file_id, state.count, state.end))
+            note = Note(self._header.file_id, state.count, state.end)
+            self._noted = write_note(self._lock_fd, note)
 
     @contextlib.contextmanager
     def rewrite(self, **format_options: Any) -> Iterator[RecordFile]:

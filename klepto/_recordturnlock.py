@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from klepto import _recordformat as fmt
-from klepto._recordack import Note, missing, read_note, read_note_at
+from klepto._recordack import Note, decode, missing, read_note, read_note_at, read_raw
 from klepto._recordcreate import RecordFileReadOnly
 from klepto._recordlock import lock_path, locked_live
 from klepto._recordscan import Located, State, intact_commit_after
@@ -65,6 +65,7 @@ class TurnLock(_Base):
     _spare: Writer | None
     _in_turn: bool
     _turn_depth: int
+    _noted: bytes  # the note this object last wrote (b"": none)
 
     # --- the acknowledged-commit checks ---------------------------------------------------
     def _judge(self, fd: int, header: fmt.FileHeader, located: Located, note: Note | None) -> None:
@@ -97,7 +98,17 @@ class TurnLock(_Base):
     def _lost(self, state: State) -> bool:
         """Whether the lock file's note names commits past ``state`` (a file cut back to
         exactly what this object knows would otherwise go unnoticed)."""
-        return missing(self._note(), self._header.file_id, state.count, state.end) is not None
+        fd = self._lock_fd
+        if fd is None or not self._use_os_lock or fcntl is None:
+            note = self._note()
+        else:
+            raw = read_raw(fd)
+            if raw == self._noted:
+                # The note this object wrote after its last commit: nobody wrote since,
+                # and ``state`` (never behind that commit) lacks nothing it names.
+                return False
+            note = decode(raw)
+        return missing(note, self._header.file_id, state.count, state.end) is not None
 
     def _note(self) -> Note | None:
         """What the lock file says writers acknowledged (see :mod:`klepto._recordack`)."""
@@ -162,6 +173,7 @@ class TurnLock(_Base):
         self._spare = None
         self._in_turn = False
         self._turn_depth = 0
+        self._noted = b""
         self._pid = os.getpid()
         lock_fd, self._lock_fd = self._lock_fd, None
         if lock_fd is not None:

@@ -69,6 +69,7 @@ def _crc_start(flags: int, context: bytes) -> int:
     return crc32(context, start) if context else start
 
 
+_PLAIN_START = _crc_start(0, b"")  # the CRC seed of an unsigned, uncompressed envelope
 BUFFER_LOADERS = ("pickle", "dill")  # serializers that load from a memoryview
 
 
@@ -184,6 +185,8 @@ class Packer:
     def pack(self, obj: Any, *, context: bytes = b"") -> bytes:
         """The bytes to store for ``obj`` (bound to ``context``: see :func:`seal`)."""
         payload = self.serializer.dumps(obj)
+        if self.key is None and self.codec is None and not context:  # seal(), flat: hot path
+            return _HEADER.pack(MAGIC, VERSION, 0, crc32(payload, _PLAIN_START)) + payload
         if self.codec is not None:
             payload = self.codec.compress(payload)
         return seal(payload, key=self.key, compressed=self.codec is not None, context=context)

@@ -111,13 +111,13 @@ def test_tables_and_recent_together():
     index = KeyIndex()
     for n in range(40):
         index.note_set(digest(n), n, False)
-    saved = cascade([], index.recent_table(lambda number: 5000 + number))
+    saved = cascade([], index.recent_table(lambda numbers: [5000 + n for n in numbers]))
     index.adopt(saved, 40)
     assert index.recent == {} and index.locate(digest(7)) == (7, 5007)
     index.note_delete(digest(7), 40)
     index.note_set(digest(8), 41, True)
     assert index.locate(digest(7)) is None and index.locate(digest(8)) == (41, 0)
-    merged = index.merged(lambda number: 6000 + number)
+    merged = index.merged(lambda numbers: [6000 + n for n in numbers])
     assert len(merged) == 39
     order = [merged.rec[i] for i in record_order(merged)]
     assert order == sorted(order) and order[-1] == 41

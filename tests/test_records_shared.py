@@ -10,7 +10,7 @@ import time
 import pytest
 
 from klepto._recordcreate import RecordFileReadOnly
-from klepto._recordshare import Change, SharedRecordFile, exclusive
+from klepto._recordshare import Change, SharedRecordFile, exclusive, frame_offsets
 from klepto.errors import CorruptRecordError
 from klepto.records import RecordFile
 
@@ -131,6 +131,9 @@ def test_direct_record_access(tmp_path):
             write(shared, record)
         for i, record in enumerate(records):
             assert shared.record_in_frame(i, shared.frame_of(i)) == record
+        numbers = [59, 3, 50, 0, 60, 61]  # any order; not (yet) committed: 0
+        expected = [shared.frame_of(n) for n in numbers[:4]] + [0, 0]
+        assert frame_offsets(shared, numbers) == expected
         with pytest.raises(CorruptRecordError):
             shared.record_in_frame(55, shared.frame_of(54))
         with pytest.raises(IndexError):

@@ -59,14 +59,18 @@ class Table:
     @classmethod
     def from_entries(cls, entries: list[tuple[bytes, int, int]]) -> Table:
         """A table of ``(digest, rec, off)`` entries (digests distinct, any order)."""
-        table = cls.empty()
-        for digest, rec, off in sorted(entries):
-            hi, lo = _HALVES.unpack(digest)
-            table.hi.append(hi)
-            table.lo.append(lo)
-            table.rec.append(rec)
-            table.off.append(off)
-        return table
+        entries = sorted(entries)  # bytes order is (hi, lo) order: the halves are big-endian
+        return cls.from_columns(
+            [e[0] for e in entries], [e[1] for e in entries], [e[2] for e in entries]
+        )
+
+    @classmethod
+    def from_columns(cls, digests: list[bytes], recs: list[int], offs: list[int]) -> Table:
+        """A table of the sorted, distinct ``digests`` and their records and offsets (built
+        with a few C-level passes: a flush of 512 entries costs no per-entry Python)."""
+        flat = struct.unpack(f">{2 * len(digests)}Q", b"".join(digests))
+        his, los = array("Q", flat[0::2]), array("Q", flat[1::2])
+        return cls(his, los, array("Q", recs), array("Q", offs))
 
     def __len__(self) -> int:
         return len(self.hi)
@@ -163,8 +167,12 @@ def _merge_into(small: Table, big: Table, *, newer_wins: bool, keep_tombs: bool)
     return out
 
 
+def _has_tombs(table: Table) -> bool:
+    return bool(table.rec) and max(table.rec) >= TOMB  # TOMB is the top bit: one C pass
+
+
 def _without_tombs(table: Table) -> Table:
-    if not any(rec & TOMB for rec in table.rec):
+    if not _has_tombs(table):
         return table
     keep = [i for i, rec in enumerate(table.rec) if not rec & TOMB]
     return Table(*(array("Q", (column[i] for i in keep)) for column in _columns(table)))
@@ -180,7 +188,7 @@ def cascade(tables: list[Table], new: Table) -> list[Table]:
     while len(result) >= 2 and len(result[-1]) * RATIO >= len(result[-2]):
         newer = result.pop()
         result[-1] = merge(newer, result[-1], keep_tombs=len(result) > 1)
-    if len(result) == 1 and any(rec & TOMB for rec in result[0].rec):
+    if len(result) == 1 and _has_tombs(result[0]):
         result[0] = _without_tombs(result[0])  # nothing older for a tombstone to hide
     return result
 
@@ -265,12 +273,17 @@ class KeyIndex:
         self.live, self.dead = self._saved
 
     # --- tables ---------------------------------------------------------------------------
-    def recent_table(self, frame_of: Callable[[int], int]) -> Table:
-        """The recent entries as a table (``frame_of(number)`` gives frame offsets)."""
-        entries = [
-            (digest, rec, 0 if rec & TOMB else frame_of(rec)) for digest, rec in self.recent.items()
-        ]
-        return Table.from_entries(entries)
+    def recent_table(self, frames_of: Callable[[list[int]], list[int]]) -> Table:
+        """The recent entries as a table (``frames_of(numbers)`` gives their frame offsets)."""
+        items = sorted(self.recent.items())
+        recs = [rec for _, rec in items]
+        live = [rec for rec in recs if not rec & TOMB]
+        if len(live) == len(recs):
+            offs = frames_of(live)
+        else:  # a deletion's entry has no frame
+            frames = iter(frames_of(live))
+            offs = [0 if rec & TOMB else next(frames) for rec in recs]
+        return Table.from_columns([digest for digest, _ in items], recs, offs)
 
     def adopt(self, tables: list[Table], covered: int) -> None:
         """Take ``tables`` (describing records before ``covered``) as this index's own."""
@@ -279,13 +292,13 @@ class KeyIndex:
             self.recent = {d: r for d, r in self.recent.items() if r & ~TOMB >= covered}
         self.covered = covered
 
-    def merged(self, frame_of: Callable[[int], int]) -> Table:
+    def merged(self, frames_of: Callable[[list[int]], list[int]]) -> Table:
         """One table of every live entry (tombstones and superseded entries dropped)."""
         result = Table.empty()
         for table in self.tables:
             result = merge(table, result, keep_tombs=True)
         if self.recent:
-            result = merge(self.recent_table(frame_of), result, keep_tombs=True)
+            result = merge(self.recent_table(frames_of), result, keep_tombs=True)
         return _without_tombs(result)
 
 

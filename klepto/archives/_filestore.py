@@ -24,7 +24,13 @@ from typing import Any
 from klepto._recordbody import STREAM_MIN
 from klepto._recordfollow import read_record
 from klepto._recordscan import InvalidRecordFile
-from klepto._recordshare import Change, SharedRecordFile, commit_point_of, frame_offset
+from klepto._recordshare import (
+    Change,
+    SharedRecordFile,
+    commit_point_of,
+    frame_offset,
+    frame_offsets,
+)
 from klepto.archives import _fileformat as fmt
 from klepto.archives._fileindex import KeyIndex, Table, cascade, record_order
 from klepto.archives._filetables import IndexFile
@@ -172,7 +178,7 @@ class FileStore:
 
     def entries(self) -> list[tuple[int, int]]:
         """``(record number, frame offset)`` of every live entry, in write order."""
-        merged = self.index.merged(self._frame_of)
+        merged = self.index.merged(self._frames_of)
         rec, off = merged.rec, merged.off
         return [(rec[i], off[i]) for i in record_order(merged)]
 
@@ -185,10 +191,60 @@ class FileStore:
     def _frame_of(self, number: int) -> int:
         return frame_offset(self.main, number) if number < self.main.committed_count else 0
 
+    def _frames_of(self, numbers: list[int]) -> list[int]:
+        return frame_offsets(self.main, numbers)
+
     # --- writing --------------------------------------------------------------------------
     def writing(self) -> _Turn:
         """A turn on the file: caught up on entry, committed (or undone) on exit."""
         return _Turn(self)
+
+    def put(self, parts: list[bytes], digest: bytes) -> None:
+        """Write one set record (given as parts) in a turn of its own: :meth:`writing` plus
+        :meth:`append` for the hot path of a direct write. One record commits whole or not
+        at all, so the index is changed only once it has, with no undo journal."""
+        if self._depth or sum(map(len, parts)) >= STREAM_AT:
+            with self.writing():
+                self.append(parts, digest)
+            return
+        self._take_turn()
+        main, index = self.main, self.index
+        try:
+            replaces = index.locate(digest) is not None
+            parts[0] = fmt.marked(parts[0], replaces)
+            committed = main.committed_count
+            try:
+                number = main.commit_record(b"".join(parts))
+            except BaseException:
+                if not main.closed and main.committed_count > committed:
+                    index.note_set(digest, committed, replaces)  # it reached the file: keep it
+                raise
+            index.note_set(digest, number, replaces)
+            self._after_commit()
+        finally:
+            self._depth = 0
+            main.finish_turn()
+
+    def _take_turn(self) -> None:
+        """Become the file's writer, caught up with the other processes (every turn's start)."""
+        # Catch up before taking the lock (the turn then has less to read), but only while
+        # other processes are writing: alone, the turn's own check is enough.
+        polled = self._others_write and self.sync()
+        main = self.main
+        try:
+            change = main.start_turn()
+        except (CorruptArchiveError, SignatureError):
+            raise
+        except CorruptionError as exc:
+            raise _archive_error(exc, self.path, "the latest commits") from exc
+        self._others_write = polled or change is not None
+        try:
+            if change is not None:
+                self._apply(change)
+        except BaseException:
+            main.finish_turn()
+            raise
+        self._depth = 1
 
     def append(self, record: bytes | list[bytes], digest: bytes | None) -> None:
         """Append a record (inside :meth:`writing`) and apply it to the index.
@@ -240,7 +296,7 @@ class FileStore:
         index = self.index
         if not index.recent:
             return
-        tables = cascade(index.tables, index.recent_table(self._frame_of))
+        tables = cascade(index.tables, index.recent_table(self._frames_of))
         point = commit_point_of(self.main)
         try:
             self.tables.save(tables, point, index.live, index.dead)
@@ -252,7 +308,7 @@ class FileStore:
 
     def compact(self) -> None:
         """Rewrite the file with only the live entries (inside a turn)."""
-        merged = self.index.merged(self._frame_of)
+        merged = self.index.merged(self._frames_of)
         order = list(record_order(merged))
         with self.main.rewrite() as fresh:
             for i in order:  # every key is new to the new file
@@ -326,7 +382,8 @@ def _open_main(path: str, metadata: bytes, durability: str, strict: bool) -> Sha
 
 def _renumbered(merged: Table, order: list[int], fresh: Any) -> Table:
     """``merged``'s entries pointing at their copies in ``fresh`` (record ``k`` = ``order[k]``)."""
-    entries = [(_digest(merged, i), k, frame_offset(fresh, k)) for k, i in enumerate(order)]
+    offsets = frame_offsets(fresh, list(range(len(order))))
+    entries = [(_digest(merged, i), k, offsets[k]) for k, i in enumerate(order)]
     return Table.from_entries(entries)
 
 
@@ -375,26 +432,9 @@ class _Turn:
         if store._depth:
             store._depth += 1
             return
-        # Catch up before taking the lock (the turn then has less to read), but only while
-        # other processes are writing: alone, the turn's own check is enough.
-        polled = store._others_write and store.sync()
-        main = store.main
-        try:
-            change = main.start_turn()
-        except (CorruptArchiveError, SignatureError):
-            raise
-        except CorruptionError as exc:
-            raise _archive_error(exc, store.path, "the latest commits") from exc
-        store._others_write = polled or change is not None
-        try:
-            if change is not None:
-                store._apply(change)
-        except BaseException:
-            main.finish_turn()
-            raise
+        store._take_turn()
         store.index.begin()
-        store._depth = 1
-        self.committed = main.committed_count
+        self.committed = store.main.committed_count
 
     def __exit__(self, kind: Any, error: Any, trace: Any) -> None:
         store = self.store

@@ -138,8 +138,8 @@ class file_archive(Archive):
     def _set(self, key: Any, value: Any) -> None:
         digest = digest_of(key)
         record = self._store.codec.set_record(digest, key, value)
-        with self._lock, self._store.writing():
-            self._store.append(record, digest)
+        with self._lock:
+            self._store.put(record, digest)
 
     def _set_many(self, items: list[tuple[Any, Any]]) -> None:
         codec = self._store.codec
