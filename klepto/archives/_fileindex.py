@@ -219,10 +219,14 @@ class KeyIndex:
             return None
         hi, lo = _HALVES.unpack(digest)
         for table in reversed(self.tables):
-            i = table.find(hi, lo)
-            if i >= 0:
-                rec = table.rec[i]
-                return None if rec & TOMB else (rec, table.off[i])
+            his = table.hi  # Table.find(), inline (the read path)
+            i = bisect_left(his, hi)
+            n = len(his)
+            while i < n and his[i] == hi:
+                if table.lo[i] == lo:
+                    rec = table.rec[i]
+                    return None if rec & TOMB else (rec, table.off[i])
+                i += 1
         return None
 
     # --- changes (records applied in file order) ------------------------------------------
