@@ -203,9 +203,30 @@ def stable_bytes(key: Any) -> bytes:
     if type(key) is str:  # the commonest archive key: _encode_text's bytes, without dispatch
         data = key.encode("utf-8", "surrogatepass")
         return b"s" + _INT.pack(len(data)) + data
+    if type(key) is tuple:  # the memoizer's key of positional arguments
+        flat = _flat_tuple_bytes(key)
+        if flat is not None:
+            return flat
     out = bytearray()
     _encode(key, out)
     return bytes(out)
+
+
+def _flat_tuple_bytes(key: tuple[Any, ...]) -> bytes | None:
+    """``_encode_sequence``'s bytes for a tuple of ints and strs, without a dispatch per
+    item (a memoized call's key is mostly that); None for any other tuple."""
+    parts = [b"(", _INT.pack(len(key))]
+    for item in key:
+        kind = type(item)
+        if kind is int:
+            data = str(item).encode("ascii")
+            parts += (b"i", _INT.pack(len(data)), data)
+        elif kind is str:
+            data = item.encode("utf-8", "surrogatepass")
+            parts += (b"s", _INT.pack(len(data)), data)
+        else:
+            return None
+    return b"".join(parts)
 
 
 def stable_hash(key: Any, size: int = 16) -> str:

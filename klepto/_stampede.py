@@ -97,7 +97,8 @@ class Flights:
     def land(self, key: Hashable, slot: bool = False) -> None:
         """End ``key``'s flight (``slot``: the slot's); wake the waiters."""
         memo = self._memo
-        with self.ready:
+        memo._acquire()  # the condition's lock, without Condition.__enter__'s Python frame
+        try:
             if slot:
                 if memo._leading == key:
                     memo._leading = NOBODY
@@ -105,6 +106,8 @@ class Flights:
                 self.inflight.discard(key)
             if memo._waiters:
                 self.ready.notify_all()
+        finally:
+            memo._release()
 
 
 def _leads_here(memo: Memo, key: Hashable) -> bool:

@@ -479,3 +479,77 @@ def test_add_is_one_winner_across_processes(tmp_path):
 
 def _add_in_worker(root: str, n: int) -> bool:
     return dir_archive(root, cached=False).add("k", n)
+
+
+# --- the read path: one read for a small entry --------------------------------------------
+
+
+def test_values_without_blocks_are_plain_entries_and_old_ones_still_read(tmp_path):
+    """A pickle store writes a value with no array block as a "v" entry (unpickled once);
+    "f" entries without blocks, as older writers made them, read as before."""
+    from klepto.archives._direntry import HEADER, MAGIC
+
+    d = dir_archive(str(tmp_path / "kinds"), cached=False)
+    d["plain"], d["arrays"] = {"x": [1, 2]}, {"a": np.arange(2000)}
+    fmt, digest = d._format, d._locate("old")[0]
+    for name, kind in (("plain", "v"), ("arrays", "f")):
+        with open(d._getdir(name), "rb") as handle:
+            data = handle.read()
+        _, key_length, value_length = HEADER.unpack_from(data)
+        start = HEADER.size + key_length
+        assert fmt.packer.unpack(data[start : start + value_length])[0] == kind
+    key_envelope = fmt.packer.pack("old")
+    value_envelope = fmt.packer.pack(("f", digest, pickle.dumps([3, 4]), []))
+    header = HEADER.pack(MAGIC, len(key_envelope), len(value_envelope))
+    with open(d._getdir("old"), "wb") as handle:
+        handle.write(header + key_envelope + value_envelope)
+    assert d["old"] == [3, 4] and d["plain"] == {"x": [1, 2]}
+    assert same(d["arrays"]["a"], np.arange(2000)) and sorted(d) == ["arrays", "old", "plain"]
+
+
+def test_entries_larger_than_the_first_read(tmp_path):
+    from klepto.archives._direntry import FIRST_READ
+
+    d = dir_archive(str(tmp_path / "large"), cached=False)
+    key, value = "k" * (2 * FIRST_READ), "v" * (3 * FIRST_READ)
+    d[key], d["small"] = value, 1
+    assert d[key] == value and sorted(d) == sorted([key, "small"])
+    assert d.__asdict__() == {key: value, "small": 1}
+    with open(d._getdir(key), "r+b") as handle:
+        handle.truncate(FIRST_READ + 100)
+    with pytest.raises(CorruptArchiveError, match="truncated"):
+        d[key]
+
+
+def test_planted_non_files_at_a_keys_name_are_absent(tmp_path):
+    d = dir_archive(str(tmp_path / "planted"), cached=False)
+    os.mkdir(d._getdir("dir"))
+    os.mkfifo(d._getdir("fifo"))  # must not hang a reader
+    for key in ("dir", "fifo"):
+        with pytest.raises(KeyError):
+            d[key]
+        assert d.get(key, "absent") == "absent"
+
+
+def test_reads_entries_another_user_owns(tmp_path, monkeypatch):
+    """O_NOATIME (reads do not write the inode) is refused for files one does not own:
+    they are read without it, and this process stops asking."""
+    from klepto.archives import _dirio
+
+    noatime = getattr(os, "O_NOATIME", 0)
+    if not noatime:
+        pytest.skip("no O_NOATIME on this platform")
+    d = dir_archive(str(tmp_path / "foreign"), cached=False)
+    d["a"] = 1
+    real_open, asked = os.open, []
+
+    def not_the_owner(path, flags, *args, **kwds):
+        asked.append(bool(flags & noatime))
+        if flags & noatime:
+            raise PermissionError(1, "Operation not permitted", path)
+        return real_open(path, flags, *args, **kwds)
+
+    monkeypatch.setattr(_dirio, "_read_flags", [_dirio._read_flags[0]])
+    monkeypatch.setattr(os, "open", not_the_owner)
+    assert d["a"] == 1 and d["a"] == 1
+    assert asked == [True, False, False]

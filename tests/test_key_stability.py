@@ -234,3 +234,17 @@ def test_freezing_keeps_hashable_values_as_they_are():
 class Point3:
     x: int
     y: int
+
+
+@pytest.mark.parametrize(
+    "key",
+    [(), (1, 2), (0, -5, 10**40), ("", "e\u0301", "\ud800"), (1, "x"), (True, 1), ((1,), 2.0)],
+)
+def test_flat_tuple_fast_path_is_the_general_encoding(key):
+    """stable_bytes' fast path for tuples of ints and strs (memoized calls' keys) changes
+    no byte; tuples holding anything else take the general way."""
+    from klepto import _canonical
+
+    general = bytearray()
+    _canonical._encode_sequence(b"(", key, general)
+    assert stable_bytes(key) == bytes(general)

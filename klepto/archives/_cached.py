@@ -177,6 +177,10 @@ class cache(dict[Any, Any]):
     def _incoming(self, stored: dict[Any, Any]) -> None:
         """Put backend entries (as stored, expired ones left out) into memory."""
         deadlines = self._deadlines
+        if not deadlines and Expiring not in map(type, stored.values()):  # the common case
+            dict.update(self, stored)
+            self._unsaved.difference_update(stored)
+            return
         values = {}
         for key, entry in stored.items():
             if type(entry) is Expiring:
@@ -258,14 +262,16 @@ class cache(dict[Any, Any]):
             return
         # One bulk read (a single round trip on database and cache servers).
         stored = backend._get_many(list(keys))
-        now = backend.timer()
-        self._incoming(
-            {
-                key: entry
-                for key, entry in stored.items()
-                if type(entry) is not Expiring or entry.deadline > now
-            }
-        )
+        for entry in stored.values():
+            if type(entry) is Expiring:  # the clock is read only for expiring entries
+                now = backend.timer()
+                stored = {
+                    key: entry
+                    for key, entry in stored.items()
+                    if type(entry) is not Expiring or entry.deadline > now
+                }
+                break
+        self._incoming(stored)
 
     def dump(self, *keys: Any) -> None:
         """Copy memory entries to the backend: all of them, or just ``keys`` present."""

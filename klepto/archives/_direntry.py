@@ -4,8 +4,8 @@ Layout (integers big-endian)::
 
     b"KDE1" | key envelope length u32 | value envelope length u64        16-byte header
     key envelope     Packer.pack(key)
-    value envelope   Packer.pack(("v", digest, value))       compressed or text serializers
-                     Packer.pack(("f", digest, pickle, table))   pickle serializers, no codec
+    value envelope   Packer.pack(("v", digest, value))       most entries
+                     Packer.pack(("f", digest, pickle, table))   values with array blocks
     [zero padding to a 64-byte boundary, then the raw array blocks listed in the table
      (offset, length, checksum), each starting on a 64-byte boundary]
 
@@ -15,10 +15,11 @@ to the entry's file name (a file moved under another key's name is detected), an
 table in the value envelope carries each block's checksum. Header damage shows up as an
 envelope that fails its checks. Bytes after the last block are ignored.
 
-An "f" entry pickles the value with contiguous numpy arrays (of at least ``MIN_BLOCK``
-bytes, or all of them in a fast archive) replaced by references to raw blocks, so a reader
-reads them straight into their arrays, or memory-maps them (``memmode``), instead of
-copying them through pickle.
+In a store with a pickle serializer and no codec, an "f" entry pickles a value holding
+contiguous numpy arrays (of at least ``MIN_BLOCK`` bytes, or all of them in a fast archive)
+with those arrays replaced by references to raw blocks, so a reader reads them straight
+into their arrays, or memory-maps them (``memmode``), instead of copying them through
+pickle. (Older writers also made "f" entries with no blocks; they are read as ever.)
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
+import os
 import pickle
 import struct
 import sys
@@ -37,9 +39,9 @@ from klepto._crc import crc32
 from klepto._fs import pread, pread_into
 from klepto.archives._quickpickle import c_pickle
 from klepto.errors import CorruptArchiveError, CorruptionError, SignatureError
-from klepto.integrity import Packer
+from klepto.integrity import Packer, seal
 
-__all__ = ["ALIGN", "HEADER", "MAGIC", "EntryFormat"]
+__all__ = ["ALIGN", "FIRST_READ", "HEADER", "MAGIC", "EntryFormat"]
 
 MAGIC = b"KDE1"
 HEADER = struct.Struct(">4sIQ")
@@ -77,14 +79,7 @@ class EntryFormat:
         key_envelope = self.packer.pack(key)
         blocks: list[memoryview] = []
         if self.blocks:
-            protocol = self.packer.serializer.protocol  # type: ignore[attr-defined]
-            data = _dump_with_blocks(value, blocks, protocol, self.min_block)
-            checks = [self._block_check(view) for view in blocks]
-            table, offset = [], 0
-            for view, check in zip(blocks, checks):
-                table.append((offset, view.nbytes, check))
-                offset = _aligned(offset + view.nbytes)
-            value_envelope = self.packer.pack(("f", digest, data, table))
+            value_envelope = self._envelope_with_blocks(digest, value, blocks)
         else:
             value_envelope = self.packer.pack(("v", digest, value))
         header = HEADER.pack(MAGIC, len(key_envelope), len(value_envelope))
@@ -95,6 +90,23 @@ class EntryFormat:
             chunks.append(view)
             position = _aligned(position) + view.nbytes
         return chunks
+
+    def _envelope_with_blocks(self, digest: str, value: Any, blocks: list[memoryview]) -> bytes:
+        """The value envelope of a pickle store; the arrays set apart go to ``blocks``."""
+        protocol = self.packer.serializer.protocol  # type: ignore[attr-defined]
+        # Most values hold no array worth a block: the C pickler's plain "v" envelope then
+        # (what packer.pack would make), read back with one unpickling instead of two.
+        found: list[memoryview] = []
+        plain = ("v", digest, value)
+        data = c_pickle(plain, protocol, _QuickBlockPickler, blocks=found, min_block=self.min_block)
+        if data is not None and not found:
+            return seal(data, key=self.packer.key)
+        data = _dump_with_blocks(value, blocks, protocol, self.min_block)
+        table, offset = [], 0
+        for view in blocks:
+            table.append((offset, view.nbytes, self._block_check(view)))
+            offset = _aligned(offset + view.nbytes)
+        return self.packer.pack(("f", digest, data, table))
 
     def _check_key_round_trip(self, digest: str, key: Any) -> None:
         serializer = self.packer.serializer
@@ -111,38 +123,39 @@ class EntryFormat:
         return crc32(view)
 
     # --- reading --------------------------------------------------------------------------
-    def read_key(self, fd: int, size: int, where: dict[Any, Any]) -> Any:
-        """The key stored in an entry file (the value is not read)."""
-        head = pread(fd, min(size, FIRST_READ), 0)
-        key_length, _ = self._lengths(head, size, where)
-        if HEADER.size + key_length > len(head):
-            head += pread(fd, HEADER.size + key_length - len(head), len(head))
-        key = self._unpack(memoryview(head)[HEADER.size : HEADER.size + key_length], where)
+    # A read starts with one read of FIRST_READ bytes at offset 0 (the ``head``), which holds
+    # a typical entry whole; only a larger or a damaged entry needs its size and more reads.
+    def holds(self, head: bytes) -> bool:
+        """Whether ``head``, an entry file's start, holds its header and both envelopes:
+        then nothing else needs reading (nor checking: the file is at least that long)."""
+        if len(head) < HEADER.size:
+            return False
+        magic, key_length, value_length = HEADER.unpack_from(head)
+        return bool(magic == MAGIC and HEADER.size + key_length + value_length <= len(head))
+
+    def complete(
+        self, fd: int, head: bytes, size: int, where: dict[Any, Any], value: bool = True
+    ) -> bytes:
+        """``head`` read on to the end of the envelopes (the key's only, without ``value``),
+        its header checked against the file's ``size``."""
+        key_length, value_length = self._lengths(head, size, where)
+        needed = HEADER.size + key_length + (value_length if value else 0)
+        if needed > len(head):
+            head += pread(fd, needed - len(head), len(head))
+        return head
+
+    def key_from(self, data: bytes, where: dict[Any, Any]) -> Any:
+        """The key in ``data`` (see :meth:`holds`), checked to belong to ``where['digest']``."""
+        key_length = HEADER.unpack_from(data)[1]
+        key = self._unpack(memoryview(data)[HEADER.size : HEADER.size + key_length], where)
         if stable_hash(key) != where["digest"]:
             raise CorruptArchiveError("entry holds a key that belongs elsewhere", **_place(where))
         return key
 
-    def read_item(self, fd: int, size: int, where: dict[Any, Any]) -> tuple[Any, Any]:
-        """The key and the value of an entry file."""
-        data = self._read_prefix(fd, size, where)
-        key_length, _ = self._lengths(data, size, where)
-        key = self._unpack(memoryview(data)[HEADER.size : HEADER.size + key_length], where)
-        if stable_hash(key) != where["digest"]:
-            raise CorruptArchiveError("entry holds a key that belongs elsewhere", **_place(where))
-        return key, self._value_from(data, fd, size, {**where, "key": key})
-
-    def read_value(self, fd: int, size: int, where: dict[Any, Any]) -> Any:
-        """The value of an entry file whose expected digest is ``where['digest']``."""
-        return self._value_from(self._read_prefix(fd, size, where), fd, size, where)
-
-    def _read_prefix(self, fd: int, size: int, where: dict[Any, Any]) -> bytes:
-        """The header and both envelopes; blocks are read (or mapped) into their arrays."""
-        data = pread(fd, min(size, FIRST_READ), 0)
-        key_length, value_length = self._lengths(data, size, where)
-        needed = HEADER.size + key_length + value_length
-        if needed > len(data):
-            data += pread(fd, needed - len(data), len(data))
-        return data
+    def item_from(self, data: bytes, fd: int, where: dict[Any, Any]) -> tuple[Any, Any]:
+        """The key and the value in ``data``; array blocks are read from ``fd``."""
+        key = self.key_from(data, where)
+        return key, self.value_from(data, fd, {**where, "key": key})
 
     def _lengths(
         self, head: bytes | bytearray, size: int, where: dict[Any, Any]
@@ -156,8 +169,10 @@ class EntryFormat:
             raise CorruptArchiveError("entry file truncated", **_place(where))
         return key_length, value_length
 
-    def _value_from(self, data: bytes, fd: int, size: int, where: dict[Any, Any]) -> Any:
-        key_length, value_length = self._lengths(data, size, where)
+    def value_from(self, data: bytes, fd: int, where: dict[Any, Any]) -> Any:
+        """The value in ``data`` (see :meth:`holds`), checked to belong to ``where['digest']``;
+        array blocks are read (or mapped) from ``fd``."""
+        _, key_length, value_length = HEADER.unpack_from(data)
         start = HEADER.size + key_length
         payload = self._unpack(memoryview(data)[start : start + value_length], where)
         if not (isinstance(payload, (tuple, list)) and len(payload) in (3, 4)):
@@ -171,20 +186,25 @@ class EntryFormat:
         if not payload[3]:  # no blocks: a plain pickle
             return self.packer.serializer.loads(payload[2])
         area = _aligned(start + value_length)
-        source = self._block_source(fd, size, area, payload[3], where)
+        source = self._block_source(fd, area, payload[3], where)
         return _load_with_blocks(payload[2], source)
 
     def _unpack(self, envelope: memoryview, where: dict[Any, Any]) -> Any:
+        # The error's place is added here, on failure: a dict less to build on every read.
         try:
-            return self.packer.unpack(envelope, where=_place(where))  # type: ignore[arg-type]
-        except (CorruptArchiveError, SignatureError):
+            return self.packer.unpack(envelope)  # type: ignore[arg-type]
+        except CorruptArchiveError:
             raise
+        except SignatureError as exc:
+            raise SignatureError(exc.reason, **_place(where)) from exc
         except CorruptionError as exc:
             raise CorruptArchiveError(exc.reason, **_place(where)) from exc
 
     def _block_source(
-        self, fd: int, size: int, area: int, table: list[Any], where: dict[Any, Any]
+        self, fd: int, area: int, table: list[Any], where: dict[Any, Any]
     ) -> Callable[..., Any]:
+        size = os.fstat(fd).st_size  # blocks past the end are refused before mapping them
+
         def load_block(index: int, dtype: Any, shape: tuple[Any, ...], order: str) -> Any:
             import numpy
 

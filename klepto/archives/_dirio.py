@@ -30,6 +30,7 @@ __all__ = [
     "move_if_absent",
     "open_entry",
     "publish",
+    "regular_size",
     "remove_stale_temps",
 ]
 
@@ -40,6 +41,13 @@ _ENTRY_NAME = re.compile(r"K_[0-9a-f]{32}\Z")
 # O_NONBLOCK: a FIFO planted at an entry's name must not hang a reader (no effect on files).
 _READ_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0)
 _READ_FLAGS |= getattr(os, "O_CLOEXEC", 0)
+# O_NOATIME: a read does not write the entry's inode. Under relatime, the first read after
+# each write updates the access time, so a new process reading fresh entries would write
+# each one's inode (a third or more of a small read's cost). Nothing here goes by access
+# times (size limits evict by write time). Only a file's owner may ask this; after the
+# first refusal (entries another user wrote) this process no longer asks.
+_NOATIME = getattr(os, "O_NOATIME", 0)
+_read_flags = [_READ_FLAGS | _NOATIME]
 _NO_HARDLINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS}
 _IOV_MAX = 512
 
@@ -53,23 +61,35 @@ def make_root(root: str, permissions: int | None) -> None:
         os.chmod(root, permissions)  # exactly as asked, whatever the umask
 
 
-def open_entry(path: str) -> tuple[int, int] | None:
-    """An entry file's descriptor (the caller closes it) and size; None if no entry."""
+def open_entry(path: str) -> int | None:
+    """An entry file's descriptor, for reading (the caller closes it); None if no entry.
+
+    Nothing is asked about the file here (an ``fstat`` costs as much as the read of a small
+    entry): a reader calls :func:`regular_size` when what it reads is not a whole entry.
+    """
     try:
-        fd = os.open(path, _READ_FLAGS)
+        return os.open(path, _read_flags[0])
     except FileNotFoundError:
         return None
+    except PermissionError:
+        if not _read_flags[0] & _NOATIME:
+            raise
+        _read_flags[0] = _READ_FLAGS  # not the owner: ask as everybody does
+        return open_entry(path)
     except OSError as exc:
         if exc.errno != errno.ELOOP:
             raise
         logger.warning("ignoring a symlink planted at entry %s", path)
         return None
+
+
+def regular_size(fd: int, path: str) -> int | None:
+    """The size of the entry file open as ``fd``; None (logged) if it is no regular file."""
     info = os.fstat(fd)
     if not stat.S_ISREG(info.st_mode):
-        os.close(fd)
         logger.warning("ignoring a non-file planted at entry %s", path)
         return None
-    return fd, info.st_size
+    return info.st_size
 
 
 def entry_names(root: str) -> list[str]:

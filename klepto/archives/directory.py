@@ -31,7 +31,7 @@ from klepto._canonical import stable_hash
 from klepto._fs import fsync_dir
 from klepto.archives import _dirio, _dirsettings
 from klepto.archives._base import Archive
-from klepto.archives._direntry import MEMMAP_MODES, EntryFormat
+from klepto.archives._direntry import FIRST_READ, MEMMAP_MODES, EntryFormat
 from klepto.archives._expiry import MISSING, live_value
 from klepto.archives._literal import LiteralSerializer
 from klepto.archives._quickpickle import QuickDillSerializer
@@ -148,23 +148,49 @@ class dir_archive(Archive):
 
     # --- backend primitives ---------------------------------------------------------------
     def _get(self, key: Any) -> Any:
-        digest, path = self._locate(key)
+        digest = stable_hash(key)  # _locate, inlined: every memoized load comes here
+        path = self._prefix + digest
         value = self._read(path, {"path": path, "key": key, "digest": digest}, item=False)
         if value is _ABSENT:
             raise KeyError(key)
         return value
 
     def _read(self, path: str, where: dict[Any, Any], item: bool) -> Any:
-        opened = _dirio.open_entry(path)
-        if opened is None:
+        fd = _dirio.open_entry(path)
+        if fd is None:
             return _ABSENT
-        fd, size = opened
         try:
+            data = self._entry_data(fd, path, where)
+            if data is None:
+                return _ABSENT
             if item:
-                return self._format.read_item(fd, size, where)
-            return self._format.read_value(fd, size, where)
+                return self._format.item_from(data, fd, where)
+            return self._format.value_from(data, fd, where)
         finally:
             os.close(fd)
+
+    def _entry_data(
+        self, fd: int, path: str, where: dict[Any, Any], value: bool = True
+    ) -> bytes | None:
+        """The entry's header and envelopes (the key's only, without ``value``); None if
+        ``path`` is no regular file (a planted directory or FIFO is not an entry).
+
+        A small entry costs one read and no ``fstat``: whatever a file holds, a value is
+        used only once its envelope passes its checks, and anything short of a whole entry
+        (a larger one, a damaged one, a directory, a FIFO) takes the careful way.
+        """
+        try:
+            head = os.read(fd, FIRST_READ)
+        except OSError:  # a directory (EISDIR), a device...; a regular file's error stands
+            if _dirio.regular_size(fd, path) is None:
+                return None
+            raise
+        if self._format.holds(head):
+            return head
+        size = _dirio.regular_size(fd, path)
+        if size is None:
+            return None
+        return self._format.complete(fd, head, size, where, value)
 
     def _set(self, key: Any, value: Any) -> None:
         digest, path = self._locate(key)
@@ -189,15 +215,17 @@ class dir_archive(Archive):
     def _keys(self) -> Iterator[Any]:
         for name in _dirio.entry_names(self._root):
             path = os.path.join(self._root, name)
-            opened = _dirio.open_entry(path)
-            if opened is None:
+            fd = _dirio.open_entry(path)
+            if fd is None:
                 continue  # deleted since the scan
-            fd, size = opened
+            where = {"path": path, "digest": name[2:]}
             try:
-                key = self._format.read_key(fd, size, {"path": path, "digest": name[2:]})
+                data = self._entry_data(fd, path, where, value=False)
+                key = _ABSENT if data is None else self._format.key_from(data, where)
             finally:
                 os.close(fd)
-            yield key
+            if key is not _ABSENT:
+                yield key
 
     def _len(self) -> int:
         return len(_dirio.entry_names(self._root))
