@@ -206,8 +206,11 @@ class SqlArchive(Archive):
 
     def _set(self, key: Any, value: Any) -> None:
         schema, codec, _ = self._ready()
-        row = codec.row(key, value)
-        self._connector.write(lambda conn: self._upsert(conn, schema, [row]))
+        row = codec.row(key, value)  # made before the write lock is taken
+        if schema.upsert is not None:
+            self._connector.write_one(schema.upsert, row)
+        else:
+            self._connector.write(lambda conn: self._upsert(conn, schema, [row]))
 
     def _set_many(self, items: list[tuple[Any, Any]]) -> None:
         schema, codec, _ = self._ready()
@@ -233,11 +236,11 @@ class SqlArchive(Archive):
         schema, codec, _ = self._ready()
         row = codec.row(key, value)
         # Retried on a lost connection: a first attempt that did commit makes it False.
+        if schema.insert_new is not None:
+            return self._connector.write_one(schema.insert_new, row) == 1
         return self._connector.write(lambda conn: self._insert_new(conn, schema, row))
 
     def _insert_new(self, conn: Any, schema: Any, row: dict[str, Any]) -> bool:
-        if schema.insert_new is not None:
-            return bool(self._connector.execute(conn, schema.insert_new, row).rowcount == 1)
         if self._connector.fetch(schema.contains, schema.contains.bind_digest(row["kdigest"])):
             return False
         self._connector.execute(conn, schema.insert, row)
@@ -245,10 +248,9 @@ class SqlArchive(Archive):
 
     def _delete(self, key: Any) -> None:
         schema, codec, _ = self._ready()
-        with self._connector.transaction() as conn:
-            deleted = self._connector.execute(conn, schema.delete, {"kdigest": codec.digest(key)})
-            if deleted.rowcount == 0:
-                raise KeyError(key)
+        digest = {"kdigest": codec.digest(key)}
+        if self._connector.write_one(schema.delete, digest, retry=False) == 0:
+            raise KeyError(key)
 
     def _keys(self) -> Iterator[Any]:
         schema, codec, _ = self._ready()
@@ -261,7 +263,7 @@ class SqlArchive(Archive):
 
     def _clear(self) -> None:
         schema, _, _ = self._ready()
-        self._connector.write(lambda conn: self._connector.execute(conn, schema.clear))
+        self._connector.write_one(schema.clear)
 
     # --- whole-row operations ------------------------------------------------------------
     def pop(self, key: Any, *default: Any) -> Any:
@@ -333,8 +335,7 @@ class SqlArchive(Archive):
 
     def _evict_entry(self, handle: Any) -> None:
         schema, _, _ = self._ready()
-        with self._connector.transaction() as conn:
-            self._connector.execute(conn, schema.delete, {"kdigest": handle})
+        self._connector.write_one(schema.delete, {"kdigest": handle}, retry=False)
 
     def _lock_path(self) -> str | None:
         """SQLite files: ``<database>.klepto-locks``; servers: None (see :meth:`lock`)."""
@@ -434,12 +435,12 @@ class SqlArchive(Archive):
                 conn.execute(schema.drop_settings())
 
     def _drop_database(self) -> None:
-        from klepto.archives import _sqlengine
+        from klepto.archives import _sqlengine, _sqlitefile
 
         self.close()
         if self._connector.backend == "sqlite":
             if not self._is_memory():
-                _sqlengine.remove_sqlite_file(self._url.database)  # type: ignore[arg-type]
+                _sqlitefile.remove_sqlite_file(self._url.database)  # type: ignore[arg-type]
                 self._remove_lock_file()
         else:
             _sqlengine.drop_database(self._url, self._config)

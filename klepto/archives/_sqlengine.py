@@ -7,11 +7,12 @@ a *reader* connection in autocommit mode (a read never holds a transaction open,
 block other sessions' DDL and pin old snapshots on MariaDB). SQLite reads use the writer's
 connection outside any transaction, which is autocommit there.
 
-SQLite set-up: WAL journal, ``synchronous=NORMAL`` by default (a process crash loses nothing
-that was acknowledged; a power cut can lose the last commits, ``synchronous='FULL'`` prevents
-that), a 60 s busy timeout, ``BEGIN IMMEDIATE`` for every transaction so that writers queue
-on the database lock instead of failing when a read turns into a write, and reads through a
-memory map.
+SQLite set-up (see :mod:`~klepto.archives._sqlitefile`): WAL journal, ``synchronous=NORMAL``
+by default (a process crash loses nothing that was acknowledged; a power cut can lose the
+last commits, ``synchronous='FULL'`` prevents that), a 60 s busy timeout, ``BEGIN IMMEDIATE``
+for every transaction so that writers queue on the database lock instead of failing when a
+read turns into a write, and reads through a memory map. A single-statement write
+(:meth:`Connector.write_one`) goes to the driver directly, behind a write gate.
 
 A child process never touches the connections it inherited (SQLite and the server drivers
 forbid it): the connector notices the fork (a counter bumped by ``os.register_at_fork``),
@@ -36,17 +37,17 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, Engine
 
+from klepto.archives import _sqlitefile
 from klepto.archives._sqlschema import Compiled, check_identifier, is_memory
 from klepto.errors import CorruptArchiveError, ReadOnlyStoreError
 
-__all__ = ["Connector", "create_database", "drop_database", "remove_sqlite_file"]
+__all__ = ["Connector", "create_database", "drop_database"]
 
 log = logging.getLogger("klepto.archives.sql")
 _T = TypeVar("_T")
 
 _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 _SQLITE_BUSY_SECONDS = 60.0
-_SQLITE_MMAP_BYTES = 64 << 20
 _DEADLOCK_ATTEMPTS = 8  # writes rolled back to break a deadlock run again this many times
 # Objects inherited across fork(): referenced forever so the child never closes them.
 _INHERITED: list[Any] = []
@@ -70,9 +71,10 @@ os.register_at_fork(after_in_child=_forked)
 class _ProcessState:
     """What one process holds for one archive location."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, gate: str | None = None) -> None:
         self.fork = _FORKS[0]
         self.engine = engine
+        self.gate = _sqlitefile.WriteGate(gate)  # SQLite files only (see write_one)
         self.lock = threading.RLock()
         self.writer: Connection | None = None
         self.reader: Connection | None = None
@@ -89,6 +91,16 @@ class _ProcessState:
                 conn.close()
         self.reader = self.writer = self.raw_reader = self.raw_writer = None
         self.engine.dispose()
+        self.gate.close()
+
+    def drop(self, dbapi_conn: Any) -> None:
+        """Discard the held connection whose driver connection is ``dbapi_conn``."""
+        for attribute in ("reader", "writer"):
+            held = getattr(self, attribute)
+            if held is not None and held.connection.dbapi_connection is dbapi_conn:
+                held.invalidate()
+                setattr(self, attribute, None)
+        self.raw_reader = self.raw_writer = None
 
 
 def _release_all(holder: list[_ProcessState]) -> None:
@@ -124,7 +136,8 @@ class Connector:
             if holder:  # forked: leave the parent's connections alone
                 _INHERITED.append(holder.pop())
                 log.debug("new process %d: opening a fresh engine for %s", os.getpid(), self)
-            holder.append(_ProcessState(self._create_engine()))
+            gate = _sqlitefile.gate_path(self.url.database, is_memory(self.url))
+            holder.append(_ProcessState(self._create_engine(), gate))
             return holder[0]
 
     @property
@@ -148,10 +161,11 @@ class Connector:
         if is_memory(self.url):
             kwds.setdefault("poolclass", sa.pool.StaticPool)  # one connection = one database
         else:
-            _create_private_file(self.url.database)
+            _sqlitefile.create_private_file(self.url.database)
         engine = sa.create_engine(self.url, connect_args=connect_args, **kwds)
-        event.listen(engine, "connect", _sqlite_setup(not is_memory(self.url), self.synchronous))
-        event.listen(engine, "begin", _sqlite_begin)
+        setup = _sqlitefile.on_connect(not is_memory(self.url), self.synchronous)
+        event.listen(engine, "connect", setup)
+        event.listen(engine, "begin", _sqlitefile.begin_immediate)
         return engine
 
     def connect(self) -> None:
@@ -252,6 +266,37 @@ class Connector:
                 time.sleep(random.uniform(0, 0.01 * attempt))  # desynchronise the contenders
         raise AssertionError("unreachable: the last attempt returns or raises")
 
+    def write_one(
+        self, compiled: Compiled, values: dict[str, Any] | None = None, *, retry: bool = True
+    ) -> int:
+        """Run one statement in its own write transaction; its rowcount.
+
+        On SQLite the statement goes straight to the driver, behind the write gate (see
+        :mod:`~klepto.archives._sqlitefile`: this is what concurrent writers spend their
+        time on). Elsewhere, and inside an outer transaction (joined), it is :meth:`write`.
+        """
+        if self.backend == "sqlite":
+            state = self._state()
+            with state.lock:
+                if not state.depth:  # else this thread is inside a transaction: join it
+                    params = () if values is None else compiled.bind(values)
+                    return self._sqlite_write(state, compiled, params)
+        result = self.write(lambda conn: self.execute(conn, compiled, values), retry=retry)
+        return int(result.rowcount)
+
+    def _sqlite_write(self, state: _ProcessState, compiled: Compiled, params: Any) -> int:
+        dbapi_conn = self._read_connection(state)  # the writer's, outside any transaction
+        try:
+            with state.gate:
+                return _sqlitefile.write_once(dbapi_conn, compiled.sql, params)
+        except BaseException as exc:
+            if _sqlitefile.in_transaction(dbapi_conn):
+                log.warning("could not roll back a failed write; reconnecting on next use")
+                state.drop(dbapi_conn)  # closing it rolls the transaction back
+            if isinstance(exc, state.engine.dialect.loaded_dbapi.Error):
+                raise self._wrap(state, exc, compiled.sql, dbapi_conn, None) from exc
+            raise
+
     def _fetch(self, compiled: Compiled, params: Any, rows: bool) -> Any:
         state = self._state()
         with state.lock:
@@ -274,12 +319,7 @@ class Connector:
         disconnect = dialect.is_disconnect(exc, conn, cur)  # type: ignore[arg-type]
         if disconnect:
             log.warning("lost the connection to %s; reconnecting on next use", self)
-            for attribute in ("reader", "writer"):
-                held = getattr(state, attribute)
-                if held is not None and held.connection.dbapi_connection is conn:
-                    held.invalidate()
-                    setattr(state, attribute, None)
-            state.raw_reader = state.raw_writer = None
+            state.drop(conn)
         wrapped = sa.exc.DBAPIError.instance(
             sql, None, exc, dialect.loaded_dbapi.Error, connection_invalidated=disconnect
         )
@@ -294,62 +334,7 @@ class Connector:
         return self.url.render_as_string(hide_password=True)
 
 
-# --- SQLite ------------------------------------------------------------------------------
-def _sqlite_setup(on_disk: bool, synchronous: str) -> Any:
-    def setup(dbapi_connection: Any, record: Any) -> None:
-        # Autocommit at the driver: we issue BEGIN ourselves (see _sqlite_begin).
-        dbapi_connection.isolation_level = None
-        if on_disk:
-            cursor = dbapi_connection.cursor()
-            try:
-                _wal_unless_read_only(cursor)
-                cursor.execute(f"PRAGMA synchronous={synchronous}")
-                # Reads through a memory map, not a read() system call per page.
-                cursor.execute(f"PRAGMA mmap_size={_SQLITE_MMAP_BYTES}")
-            finally:
-                cursor.close()
-
-    return setup
-
-
-def _wal_unless_read_only(cursor: Any) -> None:
-    """Switch to WAL, except on a database this process may only read: there the switch
-    (a write) fails, yet reading works, and a write then fails with SQLite's own error."""
-    import sqlite3
-
-    try:
-        cursor.execute("PRAGMA journal_mode=WAL")
-    except sqlite3.OperationalError as exc:
-        if "readonly" not in str(exc):
-            raise
-        log.debug("read-only SQLite database: keeping its journal mode (%s)", exc)
-
-
-def _sqlite_begin(conn: Connection) -> None:
-    # IMMEDIATE takes the write lock up front (waiting up to the busy timeout), so a
-    # transaction that reads before it writes can never fail with SQLITE_BUSY mid-way.
-    # Sent to the driver directly: it is on every write's path.
-    conn.connection.dbapi_connection.execute("BEGIN IMMEDIATE")  # type: ignore[union-attr]
-
-
-def _create_private_file(path: str | None) -> None:
-    """Create a new SQLite file as 0o600 (SQLite gives its -wal/-shm files the same mode)."""
-    if not path or path.startswith("file:"):
-        return
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return  # an existing database keeps its mode
-    os.close(fd)
-
-
-def remove_sqlite_file(path: str) -> None:
-    """Delete a SQLite database file and its journal files."""
-    for suffix in ("", "-wal", "-shm", "-journal"):
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(path + suffix)
-
-
+# --- damage ------------------------------------------------------------------------------
 _CORRUPT_MESSAGES = ("malformed", "not a database", "disk image")
 
 

@@ -10,7 +10,9 @@ Every archive lives in one table of fixed shape; keys are row values, never iden
 Table names come from the caller, so they are validated (a plain identifier of at most 63
 characters); database names in server URLs likewise. Statements are built once per dialect
 with SQLAlchemy Core and kept as SQL text with their parameter order, so that the hot paths
-bind parameters straight to the driver. Upserts come from a registry keyed by dialect name.
+bind parameters straight to the driver. Upserts come from a registry keyed by dialect name;
+a dialect's module is imported when a statement for it is first built (a SQLite process
+never loads the server dialects, which costs time at start and again at exit).
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ from functools import cached_property
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import URL, Dialect, make_url
 
 __all__ = [
@@ -117,12 +118,17 @@ class Compiled:
         return {"kdigest": digest} if self.names is None else (digest,)
 
 
-def _blob() -> Any:
-    # BLOB is 64 KiB in MySQL/MariaDB; values can be far larger.
-    return sa.LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb")
+def _blob(dialect_name: str) -> Any:
+    if dialect_name not in ("mysql", "mariadb"):
+        return sa.LargeBinary()
+    from sqlalchemy.dialects import mysql
+
+    return mysql.LONGBLOB()  # BLOB is 64 KiB in MySQL/MariaDB; values can be far larger
 
 
 def _sqlite_upsert(table: sa.Table) -> Any:
+    from sqlalchemy.dialects import sqlite
+
     stmt = sqlite.insert(table)
     return stmt.on_conflict_do_update(
         index_elements=["kdigest"], set_={"vbytes": stmt.excluded.vbytes}
@@ -130,6 +136,8 @@ def _sqlite_upsert(table: sa.Table) -> Any:
 
 
 def _postgresql_upsert(table: sa.Table) -> Any:
+    from sqlalchemy.dialects import postgresql
+
     stmt = postgresql.insert(table)
     return stmt.on_conflict_do_update(
         index_elements=["kdigest"], set_={"vbytes": stmt.excluded.vbytes}
@@ -137,6 +145,8 @@ def _postgresql_upsert(table: sa.Table) -> Any:
 
 
 def _mysql_upsert(table: sa.Table) -> Any:
+    from sqlalchemy.dialects import mysql
+
     stmt = mysql.insert(table)
     return stmt.on_duplicate_key_update(vbytes=stmt.inserted.vbytes)
 
@@ -151,14 +161,20 @@ UPSERTS: dict[str, Callable[[sa.Table], Any]] = {
 
 
 def _sqlite_insert_new(table: sa.Table) -> Any:
+    from sqlalchemy.dialects import sqlite
+
     return sqlite.insert(table).on_conflict_do_nothing(index_elements=["kdigest"])
 
 
 def _postgresql_insert_new(table: sa.Table) -> Any:
+    from sqlalchemy.dialects import postgresql
+
     return postgresql.insert(table).on_conflict_do_nothing(index_elements=["kdigest"])
 
 
 def _mysql_insert_new(table: sa.Table) -> Any:
+    from sqlalchemy.dialects import mysql
+
     # Only a duplicate key can be ignored here: digests and blobs cannot be truncated.
     return mysql.insert(table).prefix_with("IGNORE")
 
@@ -195,8 +211,8 @@ class Schema:
             self.name,
             metadata,
             sa.Column("kdigest", sa.String(32), primary_key=True),
-            sa.Column("kbytes", _blob(), nullable=False),
-            sa.Column("vbytes", _blob(), nullable=False),
+            sa.Column("kbytes", _blob(self.dialect.name), nullable=False),
+            sa.Column("vbytes", _blob(self.dialect.name), nullable=False),
             sqlite_with_rowid=False,  # one b-tree: lookups and scans read the same pages
         )
         settings = sa.Table(
