@@ -1,5 +1,10 @@
 """A large record read as a file: its checksum verified first, then read straight into
-whatever the reader makes of it.
+whatever the reader makes of it; or read whole into one buffer and checked there.
+
+A record whose large parts are out-of-band pickle buffers (:mod:`klepto._pickleoob`) is
+best read whole (:meth:`LargeRecord.whole`): one read into a new ``bytearray``, its CRC
+over that memory, and the unpickler uses the buffers in place. An ordinary pickle would
+copy its large byte strings out of such a buffer, so it is read as a file instead:
 
 Read as one ``bytes`` object, a large value (hundreds of kilobytes and more) is allocated
 twice: once as the record, once more by the unpickler. Both are large and freed at
@@ -21,7 +26,7 @@ import threading
 from klepto import _recordformat as fmt
 from klepto._fs import pread, pread_into
 
-__all__ = ["STREAM_MIN", "CheckedBody"]
+__all__ = ["STREAM_MIN", "CheckedBody", "LargeRecord"]
 
 STREAM_MIN = 1 << 18  # smaller records are cheaper read whole
 _CHUNK = 1 << 16
@@ -38,6 +43,39 @@ def _buffer() -> memoryview:
 def _read_into(fd: int, view: memoryview, offset: int, path: object, where: int) -> None:
     if pread_into(fd, view, offset) != view.nbytes:
         raise fmt.corrupt("frame block truncated", path, where)
+
+
+class LargeRecord:
+    """A large record not read yet: bytes ``[start, start + size)`` of ``fd`` whose CRC-32
+    must be ``crc``. The reader peeks at its first bytes (unchecked: only to choose how to
+    read it), then reads it either as a :class:`CheckedBody` (a checked file) or
+    :meth:`whole` into one buffer, checked. Damage raises
+    :class:`~klepto.errors.CorruptRecordError` naming ``path`` and the block's ``offset``."""
+
+    __slots__ = ("_crc", "_fd", "_size", "_start", "offset", "path")
+
+    def __init__(self, fd: int, start: int, size: int, crc: int, path: object, offset: int):
+        self._fd, self._start, self._size, self._crc = fd, start, size, crc
+        self.path, self.offset = path, offset
+
+    def __len__(self) -> int:
+        return self._size
+
+    def peek(self, size: int) -> bytes:
+        """Up to ``size`` first bytes, NOT checked: never decode them, only look."""
+        return pread(self._fd, min(size, self._size), self._start)
+
+    def checked(self) -> CheckedBody:
+        return CheckedBody(self._fd, self._start, self._size, self._crc, self.path, self.offset)
+
+    def whole(self) -> memoryview:
+        """The record in a new ``bytearray`` (one read, then its CRC over that memory: what
+        was checked is what the caller gets)."""
+        view = memoryview(bytearray(self._size))
+        _read_into(self._fd, view, self._start, self.path, self.offset)
+        if fmt.crc32(view) != self._crc:
+            raise fmt.corrupt("frame block checksum mismatch", self.path, self.offset)
+        return view
 
 
 class CheckedBody:

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Literal, cast, overload
 
 from klepto import _recordformat as fmt
-from klepto._recordbody import STREAM_MIN, CheckedBody
+from klepto._recordbody import STREAM_MIN, LargeRecord
 from klepto._recordscan import State, read_commit, read_slots
 from klepto._recordseal import find_sealed, needed, read_run, starts_entry, unseal
 
@@ -56,16 +56,16 @@ def read_record(
 @overload
 def read_record(
     shared: SharedRecordFile, number: int, offset: int, stream: bool
-) -> bytes | memoryview | CheckedBody: ...
+) -> bytes | memoryview | LargeRecord: ...
 
 
 def read_record(
     shared: SharedRecordFile, number: int, offset: int, stream: bool = False
-) -> bytes | memoryview | CheckedBody:
+) -> bytes | memoryview | LargeRecord:
     """``SharedRecordFile.record_in_frame``: one checked read of the frame at ``offset``.
 
-    With ``stream``, a large raw record alone in its frame comes back as a
-    :class:`~klepto._recordbody.CheckedBody` (a checked file) rather than as bytes."""
+    With ``stream``, a large raw record alone in its frame comes back unread, as a
+    :class:`~klepto._recordbody.LargeRecord` (for the caller to read as it sees fit)."""
     fd = shared._fd
     read = shared._frame_read
     if shared._writer is None and fd is not None:
@@ -118,13 +118,13 @@ def _sealed_record(shared: SharedRecordFile, number: int, offset: int, data: byt
 
 def _checked_body(
     shared: SharedRecordFile, offset: int, size: int, body_crc: int
-) -> CheckedBody | None:
-    """The large raw record alone in the frame at ``offset``, as a checked file (``None``:
+) -> LargeRecord | None:
+    """The large raw record alone in the frame at ``offset``, not read yet (``None``:
     small, or the file is being written by this object)."""
     fd = shared._fd
     if size < STREAM_MIN or fd is None or shared._writer is not None:
         return None
-    return CheckedBody(fd, offset + fmt.BLOCK_SIZE, size, body_crc, shared._path, offset)
+    return LargeRecord(fd, offset + fmt.BLOCK_SIZE, size, body_crc, shared._path, offset)
 
 
 def commit_point_of(records: RecordFile) -> Any:

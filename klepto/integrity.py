@@ -6,6 +6,9 @@ compress (optional), then seal in an envelope::
     b"KV" | version u8 | flags u8 | crc32 u32 (big-endian, over every byte after it) |
     [HMAC-SHA256 tag, 32 bytes, when flags & SIGNED] | payload
 
+``flags & BUFFERS``: the payload is a pickle with out-of-band buffers
+(:mod:`klepto._pickleoob`), never signed or compressed; only pickle serializers read it.
+
 The CRC catches truncation, bit flips and zeroed pages. The HMAC (with a key the caller
 passes, or ``KLEPTO_HMAC_KEY`` from the environment, and which is never stored with the data)
 catches forgery: a signed store refuses an unsigned or tampered payload *before* anything is
@@ -20,6 +23,7 @@ import os
 import struct
 from typing import Any
 
+from klepto import _pickleoob
 from klepto._crc import crc32
 from klepto.errors import CorruptionError, SignatureError, UnsafeDataError
 from klepto.serializers import Codec, Serializer, get_codec, get_serializer
@@ -28,6 +32,7 @@ MAGIC = b"KV"
 VERSION = 1
 SIGNED = 0x01
 COMPRESSED = 0x02
+BUFFERS = 0x04
 _HEADER = struct.Struct(">2sBBI")
 _TAG_SIZE = 32
 KEY_ENV = "KLEPTO_HMAC_KEY"
@@ -70,6 +75,18 @@ def _crc_start(flags: int, context: bytes) -> int:
 
 
 _PLAIN_START = _crc_start(0, b"")  # the CRC seed of an unsigned, uncompressed envelope
+_BUFFERS_START = _crc_start(BUFFERS, b"")
+
+
+def seal_parts(parts: list[bytes | memoryview]) -> list[bytes | memoryview]:
+    """The envelope (flagged ``BUFFERS``, unsigned) of the payload ``parts`` (those of
+    ``_pickleoob.payload_parts``), as parts: a large buffer is never copied."""
+    crc = _BUFFERS_START
+    for part in parts:
+        crc = crc32(part, crc)
+    return [_HEADER.pack(MAGIC, VERSION, BUFFERS, crc) + parts[0], *parts[1:]]
+
+
 BUFFER_LOADERS = ("pickle", "dill")  # serializers that load from a memoryview
 
 
@@ -184,7 +201,10 @@ class Packer:
 
     def pack(self, obj: Any, *, context: bytes = b"") -> bytes:
         """The bytes to store for ``obj`` (bound to ``context``: see :func:`seal`)."""
-        payload = self.serializer.dumps(obj)
+        return self.pack_payload(self.serializer.dumps(obj), context=context)
+
+    def pack_payload(self, payload: bytes, *, context: bytes = b"") -> bytes:
+        """:meth:`pack` of what this packer's serializer made of an object."""
         if self.key is None and self.codec is None and not context:  # seal(), flat: hot path
             return _HEADER.pack(MAGIC, VERSION, 0, crc32(payload, _PLAIN_START)) + payload
         if self.codec is not None:
@@ -196,6 +216,8 @@ class Packer:
     ) -> Any:
         """The object stored as ``blob``; integrity is checked before anything is decoded."""
         payload, flags = _opened(blob, key=self.key, where=where, context=context)
+        if flags & BUFFERS:
+            return self._buffered(payload, flags, where or {})
         if flags & COMPRESSED:
             if self.codec is None:
                 raise CorruptionError(
@@ -205,3 +227,10 @@ class Packer:
         elif self.serializer.name not in BUFFER_LOADERS:
             payload = bytes(payload)
         return self.serializer.loads(payload)  # type: ignore[arg-type]
+
+    def _buffered(self, payload: bytes | memoryview, flags: int, where: dict[Any, Any]) -> Any:
+        """A payload with out-of-band buffers; only a pickle store ever reads one (a json
+        or safe store must never unpickle, whatever an envelope's flags claim)."""
+        if flags != BUFFERS or self.serializer.name not in BUFFER_LOADERS:
+            raise CorruptionError("out-of-band buffers where this store has none", **where)
+        return _pickleoob.loads(payload, where)

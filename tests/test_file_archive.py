@@ -421,12 +421,27 @@ def _streamed(monkeypatch) -> list[int]:
     return made
 
 
+def _read_whole(monkeypatch) -> list[int]:
+    """Count the large records read whole into one buffer (out-of-band pickle buffers)."""
+    from klepto import _recordbody
+
+    made: list[int] = []
+    original = _recordbody.LargeRecord.whole
+
+    def whole(self):
+        made.append(len(self))
+        return original(self)
+
+    monkeypatch.setattr(_recordbody.LargeRecord, "whole", whole)
+    return made
+
+
 @pytest.mark.parametrize("protocol", [None, 0, 2, 4])
 def test_large_values_load_straight_from_the_file(in_tmpdir, monkeypatch, protocol):
     """Arrays, byte strings and text opcodes (protocol 0 reads lines) of large values come
     back equal, and writable, whether the entry is recent or in the saved index."""
     np = pytest.importorskip("numpy")
-    made = _streamed(monkeypatch)
+    made, whole = _streamed(monkeypatch), _read_whole(monkeypatch)
     archive = raw(protocol=protocol)
     array = np.arange(100_000, dtype="f8")
     blob = os.urandom(400_000)
@@ -438,7 +453,34 @@ def test_large_values_load_straight_from_the_file(in_tmpdir, monkeypatch, protoc
     loaded[0] = -1.0  # a private copy: the file is not touched
     assert reopened["array"][0] == 0.0
     assert reopened[("blob", 1)] == [blob, "tail"]
-    assert len(made) == 3  # every large read took the streamed path
+    if protocol is None:  # protocol 5: the array's data is out of band, read in place
+        assert (len(whole), len(made)) == (2, 1)
+    else:  # every large read took the streamed path
+        assert (len(whole), len(made)) == (0, 3)
+
+
+def test_large_arrays_go_out_of_band(in_tmpdir, monkeypatch):
+    """A large array or byte array is written from its own memory and read back in place:
+    equal, writable, private, in every way of reading it (get, items, values)."""
+    np = pytest.importorskip("numpy")
+    whole = _read_whole(monkeypatch)
+    archive = raw()
+    value = {
+        "x": np.arange(200_000, dtype="i4").reshape(400, 500),
+        "y": bytearray(b"y" * 100_000),
+        "small": np.arange(5),  # stays in the pickle
+        "fortran": np.asfortranarray(np.ones((300, 300))),
+    }
+    archive["v"] = value
+    archive["plain"] = np.arange(10)
+    assert raw()["plain"].tolist() == list(range(10)) and not whole  # small: not out of band
+    for loaded in (raw()["v"], dict(raw().items())["v"], next(iter(raw().values()))):
+        assert np.array_equal(loaded["x"], value["x"]) and loaded["x"].flags.writeable
+        assert loaded["y"] == value["y"] and isinstance(loaded["y"], bytearray)
+        assert np.array_equal(loaded["fortran"], value["fortran"])
+        assert loaded["fortran"].flags.f_contiguous and loaded["small"].tolist() == [0, 1, 2, 3, 4]
+        loaded["x"][0, 0] = -7
+    assert raw()["v"]["x"][0, 0] == 0 and whole
 
 
 def test_large_value_of_a_dill_only_object(in_tmpdir, monkeypatch):
@@ -468,6 +510,22 @@ def test_damage_in_a_large_value_is_reported_not_loaded(in_tmpdir, monkeypatch, 
     assert caught.value.key == "big" and caught.value.path.endswith("memo.pkl")
     assert caught.value.offset is not None and made
     assert reopened["kept"] == b"k" * 300_000
+
+
+def test_damage_in_an_out_of_band_buffer_is_reported(in_tmpdir, monkeypatch, small_thresholds):
+    np = pytest.importorskip("numpy")
+    archive = raw()
+    archive["kept"] = np.full(50_000, 7.0)
+    archive["big"] = np.frombuffer(b"B" * 400_000, dtype="u1").copy()
+    for i in range(20):  # the large entries end up in the saved index
+        archive[i] = i
+    flip_inside("memo.pkl", b"B" * 1000)
+    reopened = raw()
+    with pytest.raises(CorruptArchiveError) as caught:
+        reopened["big"]
+    assert caught.value.key == "big" and caught.value.path.endswith("memo.pkl")
+    assert caught.value.offset is not None
+    assert reopened["kept"][-1] == 7.0
 
 
 def test_large_values_read_by_threads_at_once(in_tmpdir):

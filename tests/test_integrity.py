@@ -180,3 +180,44 @@ def test_empty_context_is_the_old_envelope():
 
     assert unseal(seal(b"x"))[0] == b"x"
     assert seal(b"x") == seal(b"x", context=b"")
+
+
+def _buffered(obj, protocol=5) -> bytes:
+    """An envelope of ``obj`` with its large buffers out of band, as a file_archive writes."""
+    from klepto import _pickleoob
+
+    data, buffers = _pickleoob.dumps(obj, protocol)
+    return b"".join(map(bytes, integrity.seal_parts(_pickleoob.payload_parts(data, buffers))))
+
+
+@pytest.mark.parametrize("serializer", ["pickle", "dill"])
+def test_out_of_band_buffers_round_trip_and_are_checked(serializer):
+    big = bytearray(os.urandom(200_000))
+    blob = _buffered(("tag", big, [1, 2]))
+    assert blob[3] == integrity.BUFFERS
+    tag, loaded, rest = Packer(serializer).unpack(blob)
+    assert (tag, loaded, rest) == ("tag", big, [1, 2]) and isinstance(loaded, bytearray)
+    for position in (20, len(blob) // 2, len(blob) - 1):  # table, buffer, last byte
+        damaged = bytearray(blob)
+        damaged[position] ^= 0x10
+        with pytest.raises(CorruptionError):
+            Packer(serializer).unpack(bytes(damaged))
+
+
+def test_a_buffer_table_that_does_not_fit_its_payload_is_corruption():
+    from klepto import _pickleoob
+
+    for payload in (b"", b"\x01\x00", struct.pack("<IQ", 1, 1 << 40) + b"x"):
+        with pytest.raises(CorruptionError):
+            _pickleoob.loads(payload, {})
+
+
+def test_stores_that_never_unpickle_refuse_out_of_band_envelopes(marker):
+    blob = _buffered((Exploit(marker), bytearray(100_000)))
+    for serializer in ("json", "safe"):
+        with pytest.raises(CorruptionError):
+            Packer(serializer).unpack(blob)
+    assert not os.path.exists(marker)
+    with pytest.raises(SignatureError):  # a signed store: unsigned, refused before loading
+        Packer("dill", key=b"k").unpack(blob)
+    assert not os.path.exists(marker)

@@ -25,10 +25,11 @@ import pickle
 import struct
 from typing import Any
 
+from klepto import _pickleoob
 from klepto._canonical import stable_bytes
-from klepto._recordbody import CheckedBody
+from klepto._recordbody import CheckedBody, LargeRecord
 from klepto.errors import CorruptArchiveError, CorruptionError, SignatureError
-from klepto.integrity import BUFFER_LOADERS, Packer
+from klepto.integrity import BUFFER_LOADERS, Packer, seal_parts
 
 __all__ = [
     "CLEAR",
@@ -92,15 +93,27 @@ class EntryCodec:
         # Unsigned pickles are read straight from the record (see _unpack).
         self._fast = packer.key is None and packer.serializer.name in BUFFER_LOADERS
         self._loads = packer.serializer.loads
+        # Large arrays and byte arrays go out of band (klepto._pickleoob): written from
+        # their own memory, read back without a copy. Needs protocol 5 and a plain envelope.
+        protocol = getattr(packer.serializer, "protocol", 0)
+        self._oob_protocol = protocol if self._fast and not packer.codec and protocol >= 5 else 0
 
-    def set_record(self, digest: bytes, key: Any, value: Any) -> list[bytes]:
+    def set_record(self, digest: bytes, key: Any, value: Any) -> list[bytes | memoryview]:
         """The set record for ``key`` as parts: its 21-byte head, then the envelopes (kept
         apart so that a large value is never copied into one record before it is written)."""
         key_envelope = self.key_packer.pack(key)
         if self._check_keys:
             self._check_round_trip(digest, key, key_envelope)
-        value_envelope = self.packer.pack((digest.hex(), value))
         head = _SET_HEAD.pack(SET, digest, len(key_envelope))
+        if self._oob_protocol:
+            pickled = _pickleoob.dumps((digest.hex(), value), self._oob_protocol)
+            if pickled is not None:
+                data, buffers = pickled
+                if not buffers:  # the ordinary pickle: seal it as pack() would
+                    return [head, key_envelope, self.packer.pack_payload(data)]
+                parts = seal_parts(_pickleoob.payload_parts(data, buffers))
+                return [head, key_envelope, *parts]
+        value_envelope = self.packer.pack((digest.hex(), value))
         return [head, key_envelope, value_envelope]
 
     def _check_round_trip(self, digest: bytes, key: Any, envelope: bytes) -> None:
@@ -124,8 +137,8 @@ class EntryCodec:
     def fast_value(self, record: Any, digest: bytes, path: str, offset: int, key: Any) -> Any:
         """:meth:`value` for the read path: the common case in one step; anything unusual
         (a signed, compressed or damaged record) goes through :meth:`value`."""
-        if isinstance(record, CheckedBody):
-            return self._streamed_value(record, digest, path, offset, key)
+        if isinstance(record, LargeRecord):
+            return self._large_value(record, digest, path, offset, key)
         if len(record) >= _SET_HEAD.size and self._fast:
             kind, stored, key_length = _SET_HEAD.unpack_from(record)
             start = _SET_HEAD.size + key_length
@@ -138,6 +151,19 @@ class EntryCodec:
                 if type(payload) is tuple and len(payload) == 2 and payload[0] == digest.hex():
                     return payload[1]
         return self.value(record, digest, {"path": path, "offset": offset or None, "key": key})
+
+    def _large_value(
+        self, large: LargeRecord, digest: bytes, path: str, offset: int, key: Any
+    ) -> Any:
+        """:meth:`fast_value` of a large record: read whole when its value has out-of-band
+        buffers (they are then used in place), else as a checked file."""
+        head = large.peek(_SET_HEAD.size + _KEY_PEEK)  # unchecked: only chooses the reading
+        if len(head) >= _SET_HEAD.size:
+            start = _SET_HEAD.size + _SET_HEAD.unpack_from(head)[2]
+            if head[start : start + 4] == _BUFFERED:
+                where = {"path": path, "offset": offset or None, "key": key}
+                return self.value(large.whole(), digest, where)
+        return self._streamed_value(large.checked(), digest, path, offset, key)
 
     def _streamed_value(
         self, body: CheckedBody, digest: bytes, path: str, offset: int, key: Any
@@ -197,7 +223,9 @@ class EntryCodec:
 
 _pickle_loads = pickle.loads
 _PLAIN = _PLAIN_ENVELOPE = b"KV\x01\x00"  # magic, version 1, no flags: plain envelope
+_BUFFERED = b"KV\x01\x04"  # unsigned, with out-of-band buffers (klepto._pickleoob)
 _ENVELOPE_HEAD = 8
+_KEY_PEEK = 4096  # a large record's key envelope is usually within this: one peek
 
 
 def _belongs(payload: Any, digest: bytes) -> bool:
@@ -206,6 +234,16 @@ def _belongs(payload: Any, digest: bytes) -> bool:
 
 
 def _unpack(packer: Packer, envelope: memoryview, where: dict[Any, Any]) -> Any:
+    if (
+        packer.key is None
+        and envelope[:4] == _BUFFERED
+        and packer.serializer.name in BUFFER_LOADERS
+    ):
+        # As below: the frame's checksum covered the payload (and its buffers) already.
+        try:
+            return _pickleoob.loads(envelope[_ENVELOPE_HEAD:], where)
+        except CorruptionError as exc:
+            raise CorruptArchiveError(exc.reason, **where) from exc
     if packer.key is None and envelope[:4] == _PLAIN_ENVELOPE:
         # The record's frame checksum has just covered these very bytes: checking the
         # envelope's own checksum (and copying the payload for it) would only repeat that.

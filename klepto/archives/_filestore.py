@@ -199,7 +199,7 @@ class FileStore:
         """A turn on the file: caught up on entry, committed (or undone) on exit."""
         return _Turn(self)
 
-    def put(self, parts: list[bytes], digest: bytes) -> None:
+    def put(self, parts: list[bytes | memoryview], digest: bytes) -> None:
         """Write one set record (given as parts) in a turn of its own: :meth:`writing` plus
         :meth:`append` for the hot path of a direct write. One record commits whole or not
         at all, so the index is changed only once it has, with no undo journal."""
@@ -211,7 +211,7 @@ class FileStore:
         main, index = self.main, self.index
         try:
             replaces = index.locate(digest) is not None
-            parts[0] = fmt.marked(parts[0], replaces)
+            parts[0] = fmt.marked(bytes(parts[0]), replaces)  # the head: bytes already
             committed = main.committed_count
             try:
                 number = main.commit_record(b"".join(parts))
@@ -246,7 +246,7 @@ class FileStore:
             raise
         self._depth = 1
 
-    def append(self, record: bytes | list[bytes], digest: bytes | None) -> None:
+    def append(self, record: bytes | list[bytes | memoryview], digest: bytes | None) -> None:
         """Append a record (inside :meth:`writing`) and apply it to the index.
 
         A set record (given as parts) is marked as adding or replacing a key here, under
@@ -262,7 +262,7 @@ class FileStore:
             return
         replaces = index.locate(digest) is not None  # type: ignore[arg-type]
         head, *rest = record
-        parts = [fmt.marked(head, replaces), *rest]
+        parts = [fmt.marked(bytes(head), replaces), *rest]
         size = sum(map(len, rest))
         number = main.append_stream(parts) if size >= STREAM_AT else main.append(b"".join(parts))
         index.note_set(digest, number, replaces)  # type: ignore[arg-type]
