@@ -49,7 +49,7 @@ def dumps(obj: Any, protocol: int) -> tuple[bytes, list[memoryview]] | None:
 
     try:
         data = pickle.dumps(obj, protocol, buffer_callback=out_of_band)
-    except Exception:
+    except Exception:  # not swallowed: the caller pickles with dill, which raises if it must
         return None
     if _MAIN in data:
         return None
