@@ -210,11 +210,10 @@ class FileStore:
         self._take_turn()
         main, index = self.main, self.index
         try:
-            replaces = index.locate(digest) is not None
-            parts[0] = fmt.marked(bytes(parts[0]), replaces)  # the head: bytes already
+            marked, replaces = self._marked(parts, digest)
             committed = main.committed_count
             try:
-                number = main.commit_record(b"".join(parts))
+                number = main.commit_record(b"".join(marked))
             except BaseException:
                 if not main.closed and main.committed_count > committed:
                     index.note_set(digest, committed, replaces)  # it reached the file: keep it
@@ -260,14 +259,20 @@ class FileStore:
             else:
                 index.note_clear(number)
             return
-        replaces = index.locate(digest) is not None  # type: ignore[arg-type]
-        head, *rest = record
-        parts = [fmt.marked(bytes(head), replaces), *rest]
-        size = sum(map(len, rest))
+        parts, replaces = self._marked(record, digest)  # type: ignore[arg-type]
+        size = sum(map(len, parts)) - len(parts[0])
         number = main.append_stream(parts) if size >= STREAM_AT else main.append(b"".join(parts))
         index.note_set(digest, number, replaces)  # type: ignore[arg-type]
         if size >= STREAM_MIN:
             self._large.add(number)
+
+    def _marked(
+        self, parts: list[bytes | memoryview], digest: bytes
+    ) -> tuple[list[bytes | memoryview], bool]:
+        """A set record's ``parts`` with its head marked as adding or replacing the key
+        (decided here, under the lock, where this object is up to date); and which."""
+        replaces = self.index.locate(digest) is not None
+        return [fmt.marked(bytes(parts[0]), replaces), *parts[1:]], replaces
 
     def _after_commit(self) -> None:
         index = self.index
