@@ -12,6 +12,7 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
+from klepto._canonical import stable_hash
 from klepto.archives._base import Archive
 from klepto.archives._expiry import MISSING, Expiring, live_value
 
@@ -183,9 +184,8 @@ class SqlArchive(Archive):
     def _get(self, key: Any) -> Any:
         if self._codec is None:
             self._open()
-        get = self._schema.get
-        digest = self._codec.digest(key)
-        row = self._connector.fetch(get, get.bind_digest(digest))
+        digest = stable_hash(key)  # codec.digest, without a call
+        row = self._connector.lookup(self._schema.get, digest)
         if row is None:
             raise KeyError(key)
         return self._codec.unpack_value(row[0], key, digest)

@@ -12,7 +12,8 @@ by default (a process crash loses nothing that was acknowledged; a power cut can
 last commits, ``synchronous='FULL'`` prevents that), a 60 s busy timeout, ``BEGIN IMMEDIATE``
 for every transaction so that writers queue on the database lock instead of failing when a
 read turns into a write, and reads through a memory map. A single-statement write
-(:meth:`Connector.write_one`) goes to the driver directly, behind a write gate.
+(:meth:`Connector.write_one`) goes to the driver directly, behind a write gate; so does a
+single-key read (:meth:`Connector.lookup`), which holds no transaction between reads.
 
 A child process never touches the connections it inherited (SQLite and the server drivers
 forbid it): the connector notices the fork (a counter bumped by ``os.register_at_fork``),
@@ -82,6 +83,7 @@ class _ProcessState:
         # transaction, and the writer's inside one. Reset whenever a connection may change.
         self.raw_reader: Any = None
         self.raw_writer: Any = None
+        self.cursor: Any = None  # SQLite: the driver cursor of single-key reads (lookup)
         self.depth = 0  # nesting of open transactions (only the lock holder changes it)
 
     def release(self) -> None:
@@ -89,7 +91,7 @@ class _ProcessState:
         for conn in (self.reader, self.writer):
             if conn is not None:
                 conn.close()
-        self.reader = self.writer = self.raw_reader = self.raw_writer = None
+        self.reader = self.writer = self.raw_reader = self.raw_writer = self.cursor = None
         self.engine.dispose()
         self.gate.close()
 
@@ -100,7 +102,7 @@ class _ProcessState:
             if held is not None and held.connection.dbapi_connection is dbapi_conn:
                 held.invalidate()
                 setattr(self, attribute, None)
-        self.raw_reader = self.raw_writer = None
+        self.raw_reader = self.raw_writer = self.cursor = None
 
 
 def _release_all(holder: list[_ProcessState]) -> None:
@@ -296,6 +298,37 @@ class Connector:
             if isinstance(exc, state.engine.dialect.loaded_dbapi.Error):
                 raise self._wrap(state, exc, compiled.sql, dbapi_conn, None) from exc
             raise
+
+    def lookup(self, compiled: Compiled, digest: str) -> Any:
+        """The row (or None) of ``compiled``, whose one parameter is a key's digest.
+
+        A single-key read, the hottest path of all. On SQLite it goes to the driver's
+        connection with no more work than the lock: the driver keeps the prepared statement
+        (its statement cache is keyed by the SQL text), and in autocommit the read
+        transaction ends when the statement finishes, so the next read sees what other
+        processes committed since. Elsewhere it is :meth:`fetch`.
+        """
+        params = compiled.bind_digest(digest)
+        if self.backend != "sqlite":
+            return self.fetch(compiled, params)
+        state = self._state()
+        with state.lock:
+            # Inside transaction() this is the transaction's connection: its writes are seen.
+            dbapi_conn = state.raw_writer if state.depth else state.raw_reader
+            if dbapi_conn is None:
+                dbapi_conn = self._read_connection(state)
+            cursor = state.cursor
+            if cursor is None or cursor.connection is not dbapi_conn:
+                cursor = state.cursor = dbapi_conn.cursor()
+            try:
+                return cursor.execute(compiled.sql, params).fetchone()
+            except state.engine.dialect.loaded_dbapi.Error as exc:
+                # A failed SELECT opens no transaction (the driver resets the statement);
+                # inside transaction() the error rolls the transaction back on its way out.
+                error = self._wrap(state, exc, compiled.sql, dbapi_conn, None)
+                if state.depth or not getattr(error, "connection_invalidated", False):
+                    raise error from exc
+        return self._fetch(compiled, params, False)  # once more, on a new connection
 
     def _fetch(self, compiled: Compiled, params: Any, rows: bool) -> Any:
         state = self._state()
