@@ -25,11 +25,11 @@ from typing import Any
 
 from klepto.errors import CorruptionError
 
-__all__ = ["OOB_MIN", "dumps", "loads", "payload_parts"]
+__all__ = ["MAIN_MARK", "OOB_MIN", "dumps", "loads", "payload_parts"]
 
 OOB_MIN = 1 << 16  # smaller buffers stay in the pickle (a table entry would cost more)
 _COUNT = struct.Struct("<I")
-_MAIN = b"__main__"  # dill pickles what lives there by value: the C unpickler cannot read it
+MAIN_MARK = b"__main__"  # dill pickles what lives there by value: the C unpickler cannot
 
 
 def dumps(obj: Any, protocol: int) -> tuple[bytes, list[memoryview]] | None:
@@ -51,7 +51,7 @@ def dumps(obj: Any, protocol: int) -> tuple[bytes, list[memoryview]] | None:
         data = pickle.dumps(obj, protocol, buffer_callback=out_of_band)
     except Exception:  # not swallowed: the caller pickles with dill, which raises if it must
         return None
-    if _MAIN in data:
+    if MAIN_MARK in data:
         return None
     return data, buffers
 

@@ -37,7 +37,7 @@ _HEADER = struct.Struct(">2sBBI")
 _TAG_SIZE = 32
 KEY_ENV = "KLEPTO_HMAC_KEY"
 
-__all__ = ["KEY_ENV", "Packer", "resolve_key", "seal", "unseal"]
+__all__ = ["KEY_ENV", "Packer", "plain_payload", "resolve_key", "seal", "unseal"]
 
 
 def resolve_key(key: bytes | str | None = None) -> bytes | None:
@@ -75,6 +75,22 @@ def _crc_start(flags: int, context: bytes) -> int:
 
 
 _PLAIN_START = _crc_start(0, b"")  # the CRC seed of an unsigned, uncompressed envelope
+_PLAIN_HEAD = MAGIC + bytes((VERSION, 0))
+_COPY_BELOW = 4096  # a smaller payload is sliced off (a copy, cheaper than a memoryview)
+
+
+def plain_payload(blob: bytes, context: bytes = b"") -> bytes | memoryview | None:
+    """The payload of an intact unsigned, uncompressed envelope bound to ``context``;
+    ``None`` for anything else (signed, compressed, out of band, damaged), which the caller
+    then unpacks in full (:meth:`Packer.unpack` names the damage). The read path of a
+    store whose values are mostly plain pickles."""
+    if blob[:4] != _PLAIN_HEAD or len(blob) < _HEADER.size:
+        return None
+    body = blob[_HEADER.size :] if len(blob) < _COPY_BELOW else memoryview(blob)[_HEADER.size :]
+    seed = crc32(context, _PLAIN_START) if context else _PLAIN_START
+    return body if crc32(body, seed) == _HEADER.unpack_from(blob)[3] else None
+
+
 _BUFFERS_START = _crc_start(BUFFERS, b"")
 
 

@@ -221,3 +221,16 @@ def test_stores_that_never_unpickle_refuse_out_of_band_envelopes(marker):
     with pytest.raises(SignatureError):  # a signed store: unsigned, refused before loading
         Packer("dill", key=b"k").unpack(blob)
     assert not os.path.exists(marker)
+
+
+def test_plain_payload_is_the_unsigned_uncompressed_fast_path():
+    for payload in (b"", b"x" * 10, os.urandom(10_000)):
+        blob = seal(payload, context=b"ctx")
+        assert bytes(integrity.plain_payload(blob, b"ctx")) == payload
+        assert integrity.plain_payload(blob, b"other") is None  # bound to its context
+        damaged = bytearray(blob)
+        damaged[-1 if payload else 5] ^= 1
+        assert integrity.plain_payload(bytes(damaged), b"ctx") is None
+    assert integrity.plain_payload(seal(b"x", key=b"k")) is None  # signed: the full path
+    assert integrity.plain_payload(seal(b"x", compressed=True)) is None
+    assert integrity.plain_payload(b"KV") is None

@@ -15,11 +15,10 @@ from __future__ import annotations
 import pickle
 from typing import Any
 
+from klepto._pickleoob import MAIN_MARK as _MAIN
 from klepto.serializers import DillSerializer
 
 __all__ = ["QuickDillSerializer", "c_pickle"]
-
-_MAIN = b"__main__"
 
 
 def c_pickle(obj: Any, protocol: int, pickler: type = pickle.Pickler, **options: Any) -> Any:

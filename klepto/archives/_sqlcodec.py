@@ -14,15 +14,12 @@ a contradicting argument raises ``ValueError``.
 from __future__ import annotations
 
 import json
-import struct
 from typing import Any
 
 from klepto import _safeformat
 from klepto._canonical import stable_hash
-from klepto._crc import crc32
 from klepto.errors import CorruptArchiveError, CorruptionError
-from klepto.integrity import BUFFER_LOADERS, MAGIC, VERSION, Packer, resolve_key, seal, unseal
-from klepto.integrity import _crc_start as crc_start
+from klepto.integrity import BUFFER_LOADERS, Packer, plain_payload, resolve_key, seal, unseal
 
 __all__ = ["FORMAT_VERSION", "PlainSerializer", "RowCodec", "open_packer"]
 
@@ -31,11 +28,6 @@ _SAFE_KEY = b"S"
 _PACKED_KEY = b"P"
 _PLAIN_KEY_TYPES = frozenset({str, int, float, bool, type(None), bytes})
 _SETTING_NAMES = ("serialized", "serializer", "protocol", "codec")
-# The head of an unsigned, uncompressed value envelope (klepto.integrity), and its CRC seed.
-_PLAIN_HEAD = MAGIC + bytes((VERSION, 0))
-_PLAIN_SEED = crc_start(0, b"")
-_CRC = struct.Struct(">I")  # the envelope's CRC, at offset 4
-_COPY_BELOW = 4096  # a smaller payload is sliced off (a copy, cheaper than a memoryview)
 
 
 class PlainSerializer:
@@ -163,11 +155,11 @@ class RowCodec:
     def unpack_value(self, blob: bytes, key: Any, digest: str | None = None) -> Any:
         context = (stable_hash(key) if digest is None else digest).encode("ascii")
         loads = self._quick_loads
-        if loads is not None and blob[:4] == _PLAIN_HEAD and len(blob) >= 8:
+        if loads is not None:
             # The packer's own check, without its general case (a single-key read is
-            # mostly this); a mismatch goes on to the packer, which names the damage.
-            body = blob[8:] if len(blob) < _COPY_BELOW else memoryview(blob)[8:]
-            if crc32(body, crc32(context, _PLAIN_SEED)) == _CRC.unpack_from(blob, 4)[0]:
+            # mostly this); anything else goes on to the packer, which names the damage.
+            body = plain_payload(blob, context)
+            if body is not None:
                 return loads(body)  # type: ignore[arg-type]  # (a buffer loader)
         try:
             return self.packer.unpack(blob, where={"path": self.where, "key": key}, context=context)
