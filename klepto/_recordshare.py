@@ -57,8 +57,9 @@ from klepto._recordfollow import (
 from klepto._recordlock import OPEN_FLAGS, exclusive, symlink_refused
 from klepto._recordread import FrameReader
 from klepto._recordscan import InvalidRecordFile, State, locate, pread  # type: ignore[attr-defined]
-from klepto._recordturnlock import TurnLock
+from klepto._recordturnlock import HAS_FLOCK, TurnLock
 from klepto._recordturnlock import open_files as _open_files
+from klepto._recordwatch import NoteWatch
 from klepto._recordwriter import Writer
 from klepto.errors import CorruptRecordError
 from klepto.records import DEFAULT_FRAME_SIZE, RecordFile
@@ -141,6 +142,7 @@ class SharedRecordFile(TurnLock, RecordFile):
         self._turn_depth = 0
         self._noted = b""
         self._turn_mark: tuple[bytes, int] = (b"", 0)
+        self._watch = NoteWatch(self._lock_path) if lock and HAS_FLOCK else None
         super().__init__(
             path,
             "r",
@@ -257,29 +259,40 @@ class SharedRecordFile(TurnLock, RecordFile):
 
         Inside a turn this object is already up to date and ``None`` is returned.
         """
+        watch = self._watch
+        if watch is not None and watch.quiet():
+            return None  # no writer acknowledged a commit since this object caught up
         with self._lock:
-            fd = self._fd
-            if fd is None:
-                raise RecordFileClosed(f"record file {self._path} is closed")
-            if self._writer is not None:
-                return None
-            info = os.fstat(fd)
-            state = self._state
-            if info.st_size == state.end and info.st_nlink:
-                return None
-            if info.st_nlink == 0:
-                return self._reopen()
-            self._check_size(info.st_size)
-            head = pread(fd, fmt.DATA_START, 0)
-            advanced = advance(self, fd, head, info.st_size)
-            if advanced is not None:  # one pass: the new state and the new records
-                self._state, records = advanced
-                return Change(False, state.count, self._state.count, records)
-            located = locate(fd, self._path, self._header, head, state, extend=False)
-            if located.state.seq == state.seq:
-                return None  # a commit being written (or a torn tail): nothing new yet
-            self._state = located.state
-            return Change(False, state.count, located.state.count)
+            change = self._poll_file()
+            if watch is not None and self._writer is None and self._fd is not None:
+                state = self._state
+                watch.arm(Note(self._header.file_id, state.count, state.end))
+            return change
+
+    def _poll_file(self) -> Change | None:
+        """:meth:`poll` by looking at the file itself (one ``fstat`` if nothing changed)."""
+        fd = self._fd
+        if fd is None:
+            raise RecordFileClosed(f"record file {self._path} is closed")
+        if self._writer is not None:
+            return None
+        info = os.fstat(fd)
+        state = self._state
+        if info.st_size == state.end and info.st_nlink:
+            return None
+        if info.st_nlink == 0:
+            return self._reopen()
+        self._check_size(info.st_size)
+        head = pread(fd, fmt.DATA_START, 0)
+        advanced = advance(self, fd, head, info.st_size)
+        if advanced is not None:  # one pass: the new state and the new records
+            self._state, records = advanced
+            return Change(False, state.count, self._state.count, records)
+        located = locate(fd, self._path, self._header, head, state, extend=False)
+        if located.state.seq == state.seq:
+            return None  # a commit being written (or a torn tail): nothing new yet
+        self._state = located.state
+        return Change(False, state.count, located.state.count)
 
     def _check_size(self, size: int) -> None:
         if size < self._state.end:
@@ -291,6 +304,8 @@ class SharedRecordFile(TurnLock, RecordFile):
 
     def _reopen(self) -> Change:
         """Open the file now at the path (replaced, or deleted: then a new empty one)."""
+        if self._watch is not None:
+            self._watch.reset()  # its lock file may be a new one too
         old = self._fd
         fd = self._open_fd()
         try:
@@ -438,6 +453,8 @@ class SharedRecordFile(TurnLock, RecordFile):
             # Still under the lock: the commits of this turn are acknowledged from here on.
             note = Note(self._header.file_id, state.count, state.end)
             self._noted = write_note(self._lock_fd, note)
+            if self._watch is not None:
+                self._watch.arm_written(self._noted)
 
     @contextlib.contextmanager
     def rewrite(self, **format_options: Any) -> Iterator[RecordFile]:
@@ -456,6 +473,8 @@ class SharedRecordFile(TurnLock, RecordFile):
     # --- lifecycle ------------------------------------------------------------------------
     def _release(self) -> None:
         self._spare = None
+        if self._watch is not None:
+            self._watch.close()
         lock_fd, self._lock_fd = self._lock_fd, None
         try:
             super()._release()

@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from klepto import _recordformat as fmt
+from klepto._recordack import SIZE as NOTE_SIZE
 from klepto._recordack import Note, decode, missing, read_note, read_note_at, read_raw
 from klepto._recordcreate import RecordFileReadOnly
 from klepto._recordlock import lock_path, locked_live
@@ -39,6 +40,8 @@ try:
 except ImportError:  # pragma: no cover - Windows: the portable (slower) lock below
     fcntl = None  # type: ignore[assignment]
 
+HAS_FLOCK = fcntl is not None  # notes are kept only with flock (see TurnLock._note)
+
 if TYPE_CHECKING:  # the mixin is only ever part of a SharedRecordFile (a RecordFile)
     from klepto.records import RecordFile
 
@@ -46,7 +49,7 @@ if TYPE_CHECKING:  # the mixin is only ever part of a SharedRecordFile (a Record
 else:
     _Base = object
 
-__all__ = ["TurnLock", "open_files"]
+__all__ = ["HAS_FLOCK", "TurnLock", "open_files"]
 
 logger = logging.getLogger("klepto.records")
 
@@ -161,6 +164,10 @@ class TurnLock(_Base):
         """Delete the lock file (during a turn, when the file itself was deleted)."""
         if not self._in_turn:
             raise RecordFileReadOnly("remove_lock_file() needs a turn")
+        if self._lock_fd is not None:
+            # Readers watching the note (klepto._recordwatch) notice the change at once,
+            # where a deleted lock file would look the same to them forever.
+            os.pwrite(self._lock_fd, bytes(NOTE_SIZE), 0)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._lock_path)
 

@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from klepto import _recordwatch
 from klepto._recordcreate import RecordFileReadOnly
 from klepto._recordshare import Change, SharedRecordFile, exclusive, frame_offsets
 from klepto.errors import CorruptRecordError
@@ -92,7 +93,8 @@ def test_rewrite_is_noticed_by_other_objects(tmp_path):
     assert list(b) == [b"new", b"after"] and b.get_metadata() == b"m"
 
 
-def test_a_deleted_file_is_recreated_empty(tmp_path):
+def test_a_deleted_file_is_recreated_empty(tmp_path, monkeypatch):
+    monkeypatch.setattr(_recordwatch, "REFRESH_SECONDS", 0.0)  # look at the file every poll
     path = tmp_path / "f"
     shared = SharedRecordFile(path, metadata=b"meta")
     write(shared, b"x")

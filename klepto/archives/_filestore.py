@@ -1,7 +1,8 @@
 """The engine of ``file_archive``: a shared record file, its key index and its saved tables.
 
-Reads poll the record file (one ``fstat`` when nothing changed), apply the records other
-processes committed since, then find the key in the index and read one frame. Writes take
+Reads poll the record file (nothing but a look at the lock file's mapped note when nobody
+wrote: :mod:`klepto._recordwatch`), apply the records other processes committed since,
+then find the key in the index and read one frame. Writes take
 a turn on the record file (its OS lock), catch up the same way, append one record per key,
 commit once, and release. After a commit the index may save a new table (every
 ``FLUSH_AT`` records) and the archive may compact itself (when superseded records outnumber

@@ -1,0 +1,168 @@
+"""The note watch: a reader of a shared record file that nobody writes makes no syscall per
+poll, and still sees every acknowledged commit at once (klepto._recordwatch)."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+
+import pytest
+
+from klepto import _recordwatch
+from klepto._recordack import SIZE as NOTE_SIZE
+from klepto._recordshare import SharedRecordFile
+from klepto.archives import file_archive
+
+
+def write(shared: SharedRecordFile, *records: bytes) -> None:
+    with shared.turn():
+        shared.extend(records)
+        shared.commit()
+
+
+@pytest.fixture
+def fstat_calls(monkeypatch):
+    """How many times ``os.fstat`` was called since the test started."""
+    calls = [0]
+    real = os.fstat
+
+    def counting(fd):
+        calls[0] += 1
+        return real(fd)
+
+    monkeypatch.setattr(os, "fstat", counting)
+    return calls
+
+
+@pytest.fixture
+def later(monkeypatch):
+    """Move the watch's clock past its refresh."""
+
+    def move_on():
+        now = _recordwatch.monotonic()
+        monkeypatch.setattr(
+            _recordwatch, "monotonic", lambda: now + 2 * _recordwatch.REFRESH_SECONDS
+        )
+
+    return move_on
+
+
+def test_an_unwritten_file_is_polled_without_looking_at_it(tmp_path, fstat_calls):
+    path = tmp_path / "f"
+    write(SharedRecordFile(path), b"one")
+    reader = SharedRecordFile(path)
+    assert reader.poll() is None  # the first poll looks at the file, and arms the watch
+    before = fstat_calls[0]
+    for _ in range(100):
+        assert reader.poll() is None
+    assert fstat_calls[0] == before
+
+
+def test_a_commit_by_another_object_is_seen_at_once(tmp_path):
+    path = tmp_path / "f"
+    writer, reader = SharedRecordFile(path), SharedRecordFile(path)
+    write(writer, b"one")
+    assert reader.poll()[:3] == (False, 0, 1)
+    assert reader.poll() is None
+    write(writer, b"two")
+    assert reader.poll()[:3] == (False, 1, 2)
+    assert reader[1] == b"two"
+
+
+def _write_in_child(path: str, record: bytes) -> None:
+    write(SharedRecordFile(path), record)
+
+
+def test_a_commit_by_another_process_is_seen_at_once(tmp_path):
+    path = str(tmp_path / "f")
+    reader = SharedRecordFile(path)
+    assert reader.poll() is None and reader.poll() is None
+    child = multiprocessing.get_context("spawn").Process(target=_write_in_child, args=(path, b"x"))
+    child.start()
+    child.join(60)
+    assert child.exitcode == 0
+    assert reader.poll()[:3] == (False, 0, 1)
+    assert reader[0] == b"x"
+
+
+def test_own_commits_arm_the_watch(tmp_path, fstat_calls):
+    shared = SharedRecordFile(tmp_path / "f")
+    write(shared, b"one")
+    before = fstat_calls[0]
+    assert shared.poll() is None
+    assert fstat_calls[0] == before
+
+
+def test_a_commit_nobody_noted_is_seen_after_the_refresh(tmp_path, later):
+    path = tmp_path / "f"
+    writer, reader = SharedRecordFile(path), SharedRecordFile(path)
+    write(writer, b"one")
+    assert reader.poll()[:3] == (False, 0, 1)
+    lock = str(path) + ".lock"
+    with open(lock, "rb") as f:
+        noted = f.read(NOTE_SIZE)
+    write(writer, b"two")
+    with open(lock, "r+b") as f:  # as if the writer had died between commit and note
+        f.write(noted)
+    assert reader.poll() is None  # not acknowledged: not looked for yet
+    later()
+    assert reader.poll()[:3] == (False, 1, 2)
+
+
+def test_a_file_deleted_by_hand_is_noticed_after_the_refresh(tmp_path, later):
+    path = tmp_path / "f"
+    shared = SharedRecordFile(path, metadata=b"meta")
+    write(shared, b"x")
+    os.unlink(path)
+    assert shared.poll() is None
+    later()
+    assert shared.poll()[:3] == (True, 0, 0)
+    assert len(shared) == 0
+
+
+def test_without_the_os_lock_every_poll_looks_at_the_file(tmp_path, fstat_calls):
+    shared = SharedRecordFile(tmp_path / "f", lock=False)
+    write(shared, b"x")
+    before = fstat_calls[0]
+    for _ in range(10):
+        assert shared.poll() is None
+    assert fstat_calls[0] == before + 10
+
+
+def test_a_damaged_note_is_never_trusted(tmp_path, fstat_calls):
+    path = tmp_path / "f"
+    write(SharedRecordFile(path), b"x")
+    with open(str(path) + ".lock", "r+b") as f:
+        f.write(b"\xff" * NOTE_SIZE)
+    reader = SharedRecordFile(path)
+    for _ in range(3):
+        assert reader.poll() is None
+    before = fstat_calls[0]
+    assert reader.poll() is None
+    assert fstat_calls[0] == before + 1
+
+
+def test_a_drop_is_seen_at_once_by_readers(tmp_path):
+    path = str(tmp_path / "a.pkl")
+    writer = file_archive(path, cached=False)
+    reader = file_archive(path, cached=False)
+    writer["k"] = 1
+    assert reader["k"] == 1 and reader["k"] == 1  # armed
+    writer.__drop__()
+    assert "k" not in reader
+    fresh = file_archive(path, cached=False)
+    fresh["new"] = 2
+    assert reader["new"] == 2
+
+
+def test_a_compaction_by_another_archive_is_seen_at_once(tmp_path):
+    path = str(tmp_path / "a.pkl")
+    writer = file_archive(path, cached=False)
+    reader = file_archive(path, cached=False)
+    for i in range(50):
+        writer["k"] = i
+    writer["other"] = "x"
+    assert reader["k"] == 49 and reader["k"] == 49
+    writer.compact()
+    writer["after"] = 1
+    assert reader["after"] == 1 and reader["k"] == 49 and reader["other"] == "x"
