@@ -31,12 +31,14 @@ if TYPE_CHECKING:  # annotations only: both modules import this one
 __all__ = [
     "SCAN_READ",
     "BlockReader",
+    "Span",
     "advance",
     "commit_point_of",
     "frame_offset",
     "frame_offsets",
     "holds_sealed",
     "read_record",
+    "read_span",
     "record_of_raw_frame",
 ]
 
@@ -66,15 +68,42 @@ def read_record(
 
     With ``stream``, a large raw record alone in its frame comes back unread, as a
     :class:`~klepto._recordbody.LargeRecord` (for the caller to read as it sees fit)."""
+    found = read_span(shared, number, offset, stream)
+    if type(found) is tuple:
+        data, start, end = found
+        return data[start:end]
+    return found  # type: ignore[return-value]
+
+
+Span = tuple[bytes, int, int]  # the bytes read, and where a record's body lies in them
+
+
+def read_span(
+    shared: SharedRecordFile, number: int, offset: int, stream: bool = False
+) -> Span | bytes | memoryview | LargeRecord:
+    """:func:`read_record`, except that a sealed record (the usual small entry) comes back
+    as a :data:`Span` of the bytes read rather than copied out of them: the read path of
+    an archive takes its value straight from there."""
     fd = shared._fd
     read = shared._frame_read
     if shared._writer is None and fd is not None:
         data = os.pread(fd, read, offset)
     else:
         data = shared._read_at(offset, read)
-    path = shared._path
     if data[:1] == _SEALED and shared._header.sealing:
+        # The usual case: one CRC, the record's own, not the whole run's.
+        span = find_sealed(data, number, shared._header.seal)
+        if span is not None:
+            return data, span[0], span[1]
         return _sealed_record(shared, number, offset, data)
+    return _frame_record(shared, number, offset, data, stream)
+
+
+def _frame_record(
+    shared: SharedRecordFile, number: int, offset: int, data: bytes, stream: bool
+) -> bytes | memoryview | LargeRecord:
+    """Record ``number`` of the frame block read at ``offset`` (``data``: its start)."""
+    path = shared._path
     if len(data) < fmt.BLOCK_SIZE:
         raise fmt.corrupt("frame block truncated", path, offset)
     kind, flags, reserved, body_crc, size, first, count, crc = _unpack_block(data)
@@ -82,7 +111,7 @@ def read_record(
         raise fmt.corrupt("damaged frame block header", path, offset)
     end = fmt.BLOCK_SIZE + size
     alone = stream and flags == 0 and count == 1 and number == first
-    streamed = _checked_body(shared, offset, size, body_crc) if alone else None
+    streamed = _checked_body(shared, offset, size, body_crc, data) if alone else None
     if streamed is not None:
         return streamed
     if end <= len(data):
@@ -105,11 +134,9 @@ def read_record(
 
 
 def _sealed_record(shared: SharedRecordFile, number: int, offset: int, data: bytes) -> bytes:
-    """Sealed record ``number`` of the run read at ``offset`` (``data``)."""
+    """Sealed record ``number`` of the run read at ``offset`` (``data``), when the hops
+    from its start did not reach it intact: the run is read in full (and damage named)."""
     seal = shared._header.seal
-    found = find_sealed(data, number, seal)  # the usual case: one CRC, not the run's
-    if found is not None:
-        return data[found[0] : found[1]]
     span = shared._frame_read - fmt.BLOCK_SIZE
     path = shared._path
     run = read_run(shared._read_at, offset, seal, span, number, path, data, past_damage=True)
@@ -117,14 +144,16 @@ def _sealed_record(shared: SharedRecordFile, number: int, offset: int, data: byt
 
 
 def _checked_body(
-    shared: SharedRecordFile, offset: int, size: int, body_crc: int
+    shared: SharedRecordFile, offset: int, size: int, body_crc: int, data: bytes
 ) -> LargeRecord | None:
     """The large raw record alone in the frame at ``offset``, not read yet (``None``:
-    small, or the file is being written by this object)."""
+    small, or the file is being written by this object); ``data``, the frame's first
+    bytes as read, gives it its head (peeking at it then needs no second read)."""
     fd = shared._fd
     if size < STREAM_MIN or fd is None or shared._writer is not None:
         return None
-    return LargeRecord(fd, offset + fmt.BLOCK_SIZE, size, body_crc, shared._path, offset)
+    head = memoryview(data)[fmt.BLOCK_SIZE :]
+    return LargeRecord(fd, offset + fmt.BLOCK_SIZE, size, body_crc, shared._path, offset, head)
 
 
 def commit_point_of(records: RecordFile) -> Any:

@@ -38,6 +38,7 @@ __all__ = [
     "DIGEST_SIZE",
     "REPLACE",
     "SET",
+    "UNUSUAL",
     "EntryCodec",
     "digest_of",
 ]
@@ -139,31 +140,59 @@ class EntryCodec:
         (a signed, compressed or damaged record) goes through :meth:`value`."""
         if isinstance(record, LargeRecord):
             return self._large_value(record, digest, path, offset, key)
-        if len(record) >= _SET_HEAD.size and self._fast:
-            kind, stored, key_length = _SET_HEAD.unpack_from(record)
-            start = _SET_HEAD.size + key_length
-            if kind in (SET, REPLACE) and stored == digest and record[start : start + 4] == _PLAIN:
-                try:  # the C unpickler; what only dill reads goes through value() below
-                    payload = _pickle_loads(memoryview(record)[start + _ENVELOPE_HEAD :])
+        value = self.value_in(record, 0, len(record), digest)
+        if value is not UNUSUAL:
+            return value
+        return self.value(record, digest, {"path": path, "offset": offset or None, "key": key})
+
+    def value_in(self, data: bytes | memoryview, start: int, end: int, digest: bytes) -> Any:
+        """The value of the checked set record ``data[start:end]`` in the common case (an
+        unsigned, uncompressed pickle of this key), read where it lies; ``UNUSUAL`` for
+        anything else, which :meth:`value` then reads (or names as damage)."""
+        if end - start >= _SET_HEAD.size and self._fast:
+            kind, stored, key_length = _SET_HEAD.unpack_from(data, start)
+            at = start + _SET_HEAD.size + key_length
+            if kind in (SET, REPLACE) and stored == digest and data[at : at + 4] == _PLAIN:
+                try:  # the C unpickler; what only dill reads goes through value()
+                    payload = _pickle_loads(memoryview(data)[at + _ENVELOPE_HEAD : end])
                 except Exception:
-                    payload = None
+                    return UNUSUAL
                 # _belongs(), inline (the read path)
                 if type(payload) is tuple and len(payload) == 2 and payload[0] == digest.hex():
                     return payload[1]
-        return self.value(record, digest, {"path": path, "offset": offset or None, "key": key})
+        return UNUSUAL
 
     def _large_value(
         self, large: LargeRecord, digest: bytes, path: str, offset: int, key: Any
     ) -> Any:
         """:meth:`fast_value` of a large record: read whole when its value has out-of-band
         buffers (they are then used in place), else as a checked file."""
-        head = large.peek(_SET_HEAD.size + _KEY_PEEK)  # unchecked: only chooses the reading
-        if len(head) >= _SET_HEAD.size:
+        # Unchecked, only to choose the reading: the set head, then the value envelope's
+        # magic (both usually within the frame's first read: no read of their own).
+        head = large.peek(_SET_HEAD.size)
+        if len(head) == _SET_HEAD.size:
             start = _SET_HEAD.size + _SET_HEAD.unpack_from(head)[2]
-            if head[start : start + 4] == _BUFFERED:
-                where = {"path": path, "offset": offset or None, "key": key}
-                return self.value(large.whole(), digest, where)
+            if large.peek(start + 4)[start:] == _BUFFERED:
+                return self._buffered_value(large.whole(), digest, path, offset, key)
         return self._streamed_value(large.checked(), digest, path, offset, key)
+
+    def _buffered_value(
+        self, record: memoryview, digest: bytes, path: str, offset: int, key: Any
+    ) -> Any:
+        """:meth:`fast_value` of a large record read whole and checked: its out-of-band
+        buffers are used in place; anything unusual goes through :meth:`value`."""
+        where = {"path": path, "offset": offset or None, "key": key}
+        kind, stored, key_length = _SET_HEAD.unpack_from(record)
+        start = _SET_HEAD.size + key_length  # parsed again: the peek was not checked
+        buffered = record[start : start + 4] == _BUFFERED
+        if self._fast and buffered and kind in (SET, REPLACE) and stored == digest:
+            try:
+                payload = _pickleoob.loads(record[start + _ENVELOPE_HEAD :], where)
+            except CorruptionError as exc:
+                raise CorruptArchiveError(exc.reason, **where) from exc
+            if _belongs(payload, digest):
+                return payload[1]
+        return self.value(record, digest, where)
 
     def _streamed_value(
         self, body: CheckedBody, digest: bytes, path: str, offset: int, key: Any
@@ -222,10 +251,10 @@ class EntryCodec:
 
 
 _pickle_loads = pickle.loads
+UNUSUAL: Any = object()  # EntryCodec.value_in: not the common case, read it the long way
 _PLAIN = _PLAIN_ENVELOPE = b"KV\x01\x00"  # magic, version 1, no flags: plain envelope
 _BUFFERED = b"KV\x01\x04"  # unsigned, with out-of-band buffers (klepto._pickleoob)
 _ENVELOPE_HEAD = 8
-_KEY_PEEK = 4096  # a large record's key envelope is usually within this: one peek
 
 
 def _belongs(payload: Any, digest: bytes) -> bool:

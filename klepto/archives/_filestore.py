@@ -20,10 +20,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from hashlib import blake2b as _blake2b
 from typing import Any
 
+from klepto._canonical import stable_bytes
 from klepto._recordbody import STREAM_MIN
-from klepto._recordfollow import read_record
+from klepto._recordfollow import read_span
 from klepto._recordscan import InvalidRecordFile
 from klepto._recordshare import (
     Change,
@@ -109,7 +111,7 @@ class FileStore:
     def get(self, key: Any) -> Any:
         """The value of ``key`` as of now (``KeyError`` if absent): the read path, flat."""
         self.sync()
-        digest = fmt.digest_of(key)
+        digest = _blake2b(stable_bytes(key), digest_size=fmt.DIGEST_SIZE).digest()  # digest_of
         found = self.index.locate(digest)
         if found is None:
             raise KeyError(key)
@@ -120,8 +122,17 @@ class FileStore:
             # from the file (klepto._recordbody), so both stay inside this try.
             if not offset and number in self._large:  # a recent large value: streamed too
                 offset = self._frame_of(number)
-            # A recent small entry goes through the record file's frame cache.
-            record = read_record(main, number, offset, stream=True) if offset else main[number]
+            if offset:
+                read = read_span(main, number, offset, stream=True)
+                if type(read) is tuple:  # a sealed record: its value straight from the read
+                    data, start, end = read
+                    value = self.codec.value_in(data, start, end, digest)
+                    if value is not fmt.UNUSUAL:
+                        return value
+                    read = data[start:end]
+                record = read
+            else:  # a recent small entry goes through the record file's frame cache
+                record = main[number]
             return self.codec.fast_value(record, digest, self.path, offset, key)
         except CorruptionError as exc:
             if isinstance(exc, CorruptArchiveError):
