@@ -186,6 +186,10 @@ def _growth(stores: dict, base: Path, checkpoints: list[int], batch: int, repeat
         for name, store in opened.items():
             _write_seconds(store, filled[name], checkpoint - filled[name])
             filled[name] = checkpoint
+        # The fill leaves megabytes of dirty pages (dir_archive: thousands of new files);
+        # written back during the samples, they would land on whichever store is being
+        # timed then (SQLite samples moved 0.3x..2.7x run to run). Same start for all.
+        os.sync()
         samples: dict[str, list[float]] = {name: [] for name in stores}
         for _ in range(repeat):
             for name, store in opened.items():
