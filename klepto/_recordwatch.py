@@ -119,8 +119,15 @@ def _map_note(path: str) -> mmap.mmap | None:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode) or info.st_size < SIZE:
             return None
-        return mmap.mmap(fd, SIZE, access=mmap.ACCESS_READ)
+        return _mapped(fd)
     except (OSError, ValueError):  # a file system without shared mappings: do without
         return None
     finally:
         os.close(fd)
+
+
+def _mapped(fd: int) -> mmap.mmap:
+    try:  # Python 3.13+: the mapping needs no descriptor of its own (one fewer per archive)
+        return mmap.mmap(fd, SIZE, access=mmap.ACCESS_READ, trackfd=False)  # type: ignore[call-arg,unused-ignore]
+    except TypeError:
+        return mmap.mmap(fd, SIZE, access=mmap.ACCESS_READ)
