@@ -13,6 +13,7 @@ import contextlib
 import logging
 import operator
 import os
+import sys
 import threading
 import time
 import weakref
@@ -160,8 +161,11 @@ class RecordFileBase(Sequence[Any]):
             if claim is not None:
                 claim.release()
 
-    def __del__(self) -> None:
-        if getattr(self, "_fd", None) is None:
+    def __del__(self, _finalizing: Callable[[], bool] = sys.is_finalizing) -> None:
+        # At interpreter exit module globals (``os`` among them) may already be gone; the
+        # system closes the descriptors and drops the lock, and an uncommitted tail is
+        # what a killed writer leaves: the next writer's turn discards it.
+        if getattr(self, "_fd", None) is None or _finalizing():
             return
         try:
             self.close()

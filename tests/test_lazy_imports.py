@@ -179,3 +179,22 @@ def test_an_unknown_name_is_still_an_attribute_error(module):
     assert not hasattr(module, "no_such_thing")
     with pytest.raises(AttributeError, match="no_such_thing"):
         module.no_such_thing
+
+
+def test_an_archive_left_open_at_exit_prints_nothing(tmp_path):
+    # Loading the record engine late changes the order modules are torn down at exit: a
+    # record file's finalizer must not run then (os may be gone; the system closes it).
+    script = textwrap.dedent(
+        f"""
+        import dill, klepto
+        from klepto.archives import file_archive
+        kept = file_archive({str(tmp_path / "x.pkl")!r}, cached=False)
+        kept["a"] = 1
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=120
+    )
+    assert done.returncode == 0 and done.stderr == ""
+    reopened = archives.file_archive(str(tmp_path / "x.pkl"), cached=False)
+    assert reopened["a"] == 1
