@@ -32,6 +32,7 @@ from klepto._recordack import Note, decode, missing, read_note, read_note_at, re
 from klepto._recordcreate import RecordFileReadOnly
 from klepto._recordlock import lock_path, locked_live
 from klepto._recordscan import Located, State, intact_commit_after
+from klepto._recordwatch import NoteWatch
 from klepto._recordwriter import Writer
 from klepto.errors import CorruptRecordError
 
@@ -69,6 +70,7 @@ class TurnLock(_Base):
     _in_turn: bool
     _turn_depth: int
     _noted: bytes  # the note this object last wrote (b"": none)
+    _watch: NoteWatch | None  # the note mapped (klepto._recordwatch), where notes are kept
 
     # --- the acknowledged-commit checks ---------------------------------------------------
     def _judge(self, fd: int, header: fmt.FileHeader, located: Located, note: Note | None) -> None:
@@ -105,7 +107,8 @@ class TurnLock(_Base):
         if fd is None or not self._use_os_lock or fcntl is None:
             note = self._note()
         else:
-            raw = read_raw(fd)
+            watch = self._watch  # the same bytes, mapped: no system call
+            raw = (watch.mapped() if watch is not None else None) or read_raw(fd)
             if raw == self._noted:
                 # The note this object wrote after its last commit: nobody wrote since,
                 # and ``state`` (never behind that commit) lacks nothing it names.
@@ -157,6 +160,8 @@ class TurnLock(_Base):
         self._lock_fd = None
         if fd is not None:
             os.close(fd)  # the lock file was deleted (a dropped archive): lock the new one
+            if self._watch is not None:
+                self._watch.reset()  # it watched the deleted one
         fd = self._lock_fd = lock_path(self._lock_path)
         return fd
 

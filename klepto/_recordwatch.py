@@ -21,7 +21,6 @@ files with notes are watched: without ``flock`` (the portable lock) or with
 
 from __future__ import annotations
 
-import errno
 import mmap
 import os
 import stat
@@ -33,13 +32,12 @@ from klepto._recordlock import OPEN_FLAGS
 __all__ = ["REFRESH_SECONDS", "NoteWatch"]
 
 REFRESH_SECONDS = 1.0  # the longest a change that no note announced can go unseen
-_UNMAPPABLE = {errno.ENOENT, errno.EACCES, errno.EPERM, errno.ELOOP, errno.ENODEV}
 
 
 class NoteWatch:
     """The lock file's note as last seen by a process that was up to date then."""
 
-    __slots__ = ("_armed", "_map", "_path", "_remap_after", "_until")
+    __slots__ = ("_armed", "_map", "_path", "_remap_after", "_retry_after", "_unmappable", "_until")
 
     def __init__(self, lock_path: str) -> None:
         self._path = lock_path
@@ -47,6 +45,8 @@ class NoteWatch:
         self._armed: bytes | None = None  # the note bytes that mean "nothing new"
         self._until = 0.0
         self._remap_after = 0.0
+        self._retry_after = 0.0  # no note to map yet: when to try again (3 syscalls a try)
+        self._unmappable = False  # this lock file cannot be mapped: never try again
 
     def quiet(self) -> bool:
         """True when nothing was acknowledged since :meth:`arm` (and that was recent)."""
@@ -62,16 +62,16 @@ class NoteWatch:
         """Trust the note from now on if it says exactly ``expected`` (the state the caller
         just found by looking at the file itself)."""
         self._armed = None
-        raw = self._current()
+        raw = self.current()
         now = monotonic()
         if raw is None or decode(raw) != expected:
-            if now < self._remap_after:
+            if self._map is None or now < self._remap_after:
                 return  # a note that lags or names another file: polls look at the file
             # Perhaps a mapping of a lock file deleted since: map the one at the path (at
             # most once a refresh, so a file whose note never matches costs no more).
             self.reset()
             self._remap_after = now + REFRESH_SECONDS
-            raw = self._current()
+            raw = self.current()
             if raw is None or decode(raw) != expected:
                 return
         self._until = now + REFRESH_SECONDS
@@ -79,7 +79,7 @@ class NoteWatch:
 
     def arm_written(self, written: bytes) -> None:
         """Trust the note this process just wrote (under the lock, after its commit)."""
-        raw = self._current()
+        raw = self.current(retry=True)  # there is a note to map now
         if raw is not None and raw == written:
             self._until = monotonic() + REFRESH_SECONDS
             self._armed = raw
@@ -92,36 +92,60 @@ class NoteWatch:
     def reset(self) -> None:
         """Forget the mapping (the record file was replaced: so may its lock file be)."""
         self._armed = None
+        self._retry_after = 0.0
+        self._unmappable = False
         mapped, self._map = self._map, None
         if mapped is not None:
             mapped.close()
 
     close = reset
 
-    def _current(self) -> bytes | None:
+    def current(self, *, retry: bool = False) -> bytes | None:
+        """The note's bytes as they are now (``None``: the lock file has none to map).
+        Without a mapping, one is made (at most once a refresh, unless ``retry``)."""
         if self._map is None:
-            self._map = _map_note(self._path)
+            now = monotonic()
+            if self._unmappable or (now < self._retry_after and not retry):
+                return None
+            try:
+                self._map = _map_note(self._path)
+            except _Unmappable:
+                self._unmappable = True
+                return None
             if self._map is None:
+                self._retry_after = now + REFRESH_SECONDS
                 return None
         return self._map[:SIZE]
 
+    def mapped(self) -> bytes | None:
+        """The note's bytes if they are mapped already (never a system call)."""
+        mapped = self._map
+        return None if mapped is None else mapped[:SIZE]
+
+
+class _Unmappable(Exception):
+    """The lock file cannot be mapped (no permission, not a regular file, a file system
+    without shared mappings): polls look at the record file, as without notes."""
+
 
 def _map_note(path: str) -> mmap.mmap | None:
-    """The first bytes of the lock file at ``path``, mapped read-only (``None`` when there
-    is no note to map yet, or it cannot be mapped: then polls look at the file)."""
+    """The first bytes of the lock file at ``path``, mapped read-only; ``None`` when it has
+    no note yet (absent or shorter than one)."""
     try:
         fd = os.open(path, os.O_RDONLY | OPEN_FLAGS)
+    except FileNotFoundError:
+        return None
     except OSError as exc:
-        if exc.errno in _UNMAPPABLE:
-            return None
-        raise
+        raise _Unmappable(path) from exc
     try:
         info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode) or info.st_size < SIZE:
+        if not stat.S_ISREG(info.st_mode):
+            raise _Unmappable(path)
+        if info.st_size < SIZE:
             return None
         return _mapped(fd)
-    except (OSError, ValueError):  # a file system without shared mappings: do without
-        return None
+    except (OSError, ValueError) as exc:
+        raise _Unmappable(path) from exc
     finally:
         os.close(fd)
 

@@ -166,3 +166,24 @@ def test_a_compaction_by_another_archive_is_seen_at_once(tmp_path):
     writer.compact()
     writer["after"] = 1
     assert reader["after"] == 1 and reader["k"] == 49 and reader["other"] == "x"
+
+
+def test_a_lock_file_that_cannot_be_mapped_is_not_tried_again(tmp_path, monkeypatch, fstat_calls):
+    tries = [0]
+
+    def refuse(fd):
+        tries[0] += 1
+        raise OSError("no shared mappings here")
+
+    monkeypatch.setattr(_recordwatch, "_mapped", refuse)
+    path = tmp_path / "f"
+    write(SharedRecordFile(path), b"x")
+    reader = SharedRecordFile(path)
+    for _ in range(5):
+        assert reader.poll() is None
+    write(reader, b"y")
+    assert reader.poll() is None and reader[1] == b"y"
+    assert tries[0] == 2  # once by the writer, once by the reader: never again
+    before = fstat_calls[0]
+    reader.poll()
+    assert fstat_calls[0] == before + 1  # polls look at the file, as without notes
