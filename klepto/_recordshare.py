@@ -39,7 +39,7 @@ from typing import Any, NamedTuple
 
 from klepto import _recordformat as fmt
 from klepto._recordaccess import holds_point, scan_records
-from klepto._recordack import Note, missing, write_note
+from klepto._recordack import Note, missing, write_note, write_note_of
 from klepto._recordcreate import (
     RecordFileClosed,
     RecordFileNotWritable,
@@ -449,12 +449,12 @@ class SharedRecordFile(TurnLock, RecordFile):
             self._reader.clear()
         state = self._state = writer.committed
         self._spare = writer
-        if self._lock_fd is not None and (self._header.file_id, state.seq) != self._turn_mark:
+        file_id = self._header.file_id
+        if self._lock_fd is not None and (file_id, state.seq) != self._turn_mark:
             # Still under the lock: the commits of this turn are acknowledged from here on.
-            note = Note(self._header.file_id, state.count, state.end)
-            self._noted = write_note(self._lock_fd, note)
+            noted = self._noted = write_note_of(self._lock_fd, file_id, state.count, state.end)
             if self._watch is not None:
-                self._watch.arm_written(self._noted)
+                self._watch.arm_written(noted)
 
     @contextlib.contextmanager
     def rewrite(self, **format_options: Any) -> Iterator[RecordFile]:

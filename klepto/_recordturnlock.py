@@ -142,6 +142,12 @@ class TurnLock(_Base):
             self._portable_lock = InterProcessLock(self._lock_path)
             self._portable_lock.acquire()
             return
+        fd = self._lock_fd
+        if fd is not None:  # locked_live(), inline: every turn starts here
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if os.fstat(fd).st_nlink:
+                return
+            fcntl.flock(fd, fcntl.LOCK_UN)
         self._acquire_lock_file()
 
     def _release_os_lock(self) -> None:

@@ -79,10 +79,11 @@ class NoteWatch:
 
     def arm_written(self, written: bytes) -> None:
         """Trust the note this process just wrote (under the lock, after its commit)."""
-        raw = self.current(retry=True)  # there is a note to map now
-        if raw is not None and raw == written:
+        # A mapping is always of the lock file held (reset when that one is replaced), so
+        # it shows ``written`` now; without one, map it (there is a note to map now).
+        if self._map is not None or self.current(retry=True) == written:
             self._until = monotonic() + REFRESH_SECONDS
-            self._armed = raw
+            self._armed = written
         else:
             self._armed = None
 

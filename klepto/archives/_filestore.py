@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from collections.abc import Callable
 from hashlib import blake2b as _blake2b
 from typing import Any
 
@@ -75,6 +76,7 @@ class FileStore:
         self._flush_failed_at = -1
         self._others_write = False
         self._compact_failed_at = 0
+        self._commit: Callable[[bytes], int] | None = None  # made in the first turn
         try:
             self._load()
         except BaseException:
@@ -224,8 +226,11 @@ class FileStore:
         try:
             marked, replaces = self._marked(parts, digest)
             committed = main.committed_count
+            commit = self._commit
+            if commit is None:  # the record file's commit_record without its lock (ours
+                commit = self._commit = main.committer()  # serializes this object)
             try:
-                number = main.commit_record(b"".join(marked))
+                number = commit(b"".join(marked))
             except BaseException:
                 if not main.closed and main.committed_count > committed:
                     index.note_set(digest, committed, replaces)  # it reached the file: keep it
@@ -288,7 +293,7 @@ class FileStore:
 
     def _after_commit(self) -> None:
         index = self.index
-        if self._wants_compaction():
+        if index.dead >= COMPACT_MIN and self._wants_compaction():
             try:
                 self.compact()
             except (OSError, CorruptionError) as exc:

@@ -135,6 +135,19 @@ class file_archive(Archive):
                 raise KeyError(key)
         return value
 
+    def __setitem__(self, key: Any, value: Any) -> None:
+        # The base class's __setitem__, with _set inlined (it is the hot path).
+        if self._closed:
+            self._check_open()
+        if self._expire is not None:
+            value = self._wrap(value)
+        digest = digest_of(key)
+        record = self._store.codec.set_record(digest, key, value)
+        with self._lock:
+            self._store.put(record, digest)
+        if self._size_limit is not None:
+            self._wrote(key)
+
     def _set(self, key: Any, value: Any) -> None:
         digest = digest_of(key)
         record = self._store.codec.set_record(digest, key, value)
