@@ -8,6 +8,7 @@ from itertools import pairwise
 
 import pytest
 
+from klepto.archives import _fileindex
 from klepto.archives._fileindex import RATIO, TOMB, KeyIndex, Table, cascade, merge, record_order
 
 
@@ -121,3 +122,18 @@ def test_tables_and_recent_together():
     assert len(merged) == 39
     order = [merged.rec[i] for i in record_order(merged)]
     assert order == sorted(order) and order[-1] == 41
+
+
+@pytest.mark.parametrize("limit", [0, 10, 1 << 16])
+@pytest.mark.parametrize("collide", [False, True])
+def test_lookups_agree_whether_tables_are_searched_as_lists_or_arrays(monkeypatch, limit, collide):
+    monkeypatch.setattr(_fileindex, "SEARCH_LIST_MAX", limit)
+    index = KeyIndex()
+    small = {digest(n, collide): n for n in range(8)}
+    big = {digest(n, collide): n for n in range(100, 160)}
+    index.reset([table_of(big), table_of(small)], 200, 68, 0)
+    for d, rec in {**big, **small}.items():
+        assert index.locate(d) == (rec, rec + 1000)
+    assert index.locate(digest(999, collide)) is None
+    for table in index.tables:
+        assert isinstance(table.search, list) == (len(table) <= limit)
