@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 import struct
 from typing import NamedTuple
 
@@ -41,6 +42,7 @@ __all__ = [
     "read_note",
     "read_note_at",
     "read_raw",
+    "retract_note",
     "write_note",
     "write_note_of",
 ]
@@ -131,3 +133,23 @@ def missing(note: Note | None, file_id: bytes, count: int, end: int) -> str | No
         f" acknowledged, but the file is cut short or damaged at offset {end}, after"
         f" {count} records"
     )
+
+
+def retract_note(lock_path: str) -> None:
+    """Zero the note in the lock file at ``lock_path``, if it has one: the record file
+    beside it was just replaced, and readers that watch the note
+    (:mod:`klepto._recordwatch`) must look at the file now. A zero note says nothing (see
+    :func:`decode`). Best effort: where the lock file cannot be written, readers still
+    notice the new file within the watch's refresh."""
+    try:
+        fd = os.open(lock_path, os.O_WRONLY | OPEN_FLAGS)
+    except OSError:
+        return
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISREG(info.st_mode) and info.st_size >= SIZE:
+            os.pwrite(fd, bytes(SIZE), 0)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

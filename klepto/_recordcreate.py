@@ -23,6 +23,7 @@ from typing import Any
 
 from klepto import _recordformat as fmt
 from klepto._fs import TEMP_PREFIX, InterProcessLock, fsync_dir
+from klepto._recordack import retract_note
 from klepto._recordindex import FrameIndex
 from klepto._recordscan import Located, State, intact_commit_after
 from klepto._recordwriter import Writer, pwrite_all, sync  # type: ignore[attr-defined]
@@ -129,6 +130,7 @@ def create_file(
         if durable:
             sync(fd)
         os.replace(temp, path)
+        retract_note(path + ".lock")  # it replaced a file: its readers must look again
     except BaseException:
         os.close(fd)
         with contextlib.suppress(FileNotFoundError):
@@ -200,6 +202,7 @@ class Replacement:
             self.file.sync()
         self.file.close()
         os.replace(self.temp, self.target)
+        retract_note(self.target + ".lock")  # readers of the file replaced: look again
         if durable:
             fsync_dir(self.directory)
 

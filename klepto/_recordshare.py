@@ -325,7 +325,8 @@ class SharedRecordFile(TurnLock, RecordFile):
 
         Yields what the catching up found (``None``: nothing new). Records not committed
         when the block ends are discarded. Nested turns join the outer one (and get
-        ``None``). Other threads of this process wait for the turn to end.
+        ``None``). Other threads of this process wait for the turn to end (their polls do
+        not: a poll sees what was acknowledged before it, and the turn is not yet).
         """
         change = self.start_turn()
         try:

@@ -70,7 +70,7 @@ class TurnLock(_Base):
     _in_turn: bool
     _turn_depth: int
     _noted: bytes  # the note this object last wrote (b"": none)
-    _watch: NoteWatch | None  # the note mapped (klepto._recordwatch), where notes are kept
+    _watch: NoteWatch | None  # reads the note (klepto._recordwatch), where notes are kept
 
     # --- the acknowledged-commit checks ---------------------------------------------------
     def _judge(self, fd: int, header: fmt.FileHeader, located: Located, note: Note | None) -> None:
@@ -107,8 +107,7 @@ class TurnLock(_Base):
         if fd is None or not self._use_os_lock or fcntl is None:
             note = self._note()
         else:
-            watch = self._watch  # the same bytes, mapped: no system call
-            raw = (watch.mapped() if watch is not None else None) or read_raw(fd)
+            raw = read_raw(fd)
             if raw == self._noted:
                 # The note this object wrote after its last commit: nobody wrote since,
                 # and ``state`` (never behind that commit) lacks nothing it names.
@@ -166,9 +165,9 @@ class TurnLock(_Base):
         self._lock_fd = None
         if fd is not None:
             os.close(fd)  # the lock file was deleted (a dropped archive): lock the new one
-            if self._watch is not None:
-                self._watch.reset()  # it watched the deleted one
         fd = self._lock_fd = lock_path(self._lock_path)
+        if self._watch is not None:
+            self._watch.reset()  # it may read another lock file than the one now held
         return fd
 
     def remove_lock_file(self) -> None:
@@ -177,7 +176,7 @@ class TurnLock(_Base):
             raise RecordFileReadOnly("remove_lock_file() needs a turn")
         if self._lock_fd is not None:
             # Readers watching the note (klepto._recordwatch) notice the change at once,
-            # where a deleted lock file would look the same to them forever.
+            # where a deleted lock file would look unchanged to them.
             os.pwrite(self._lock_fd, bytes(NOTE_SIZE), 0)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._lock_path)

@@ -1,6 +1,6 @@
 """The engine of ``file_archive``: a shared record file, its key index and its saved tables.
 
-Reads poll the record file (nothing but a look at the lock file's mapped note when nobody
+Reads poll the record file (nothing but a read of the lock file's note when nobody
 wrote: :mod:`klepto._recordwatch`), apply the records other processes committed since,
 then find the key in the index and read one frame. Writes take
 a turn on the record file (its OS lock), catch up the same way, append one record per key,
@@ -25,6 +25,7 @@ from hashlib import blake2b as _blake2b
 from typing import Any
 
 from klepto._canonical import stable_bytes
+from klepto._recordack import retract_note
 from klepto._recordbody import STREAM_MIN
 from klepto._recordfollow import read_span
 from klepto._recordscan import InvalidRecordFile
@@ -131,7 +132,8 @@ class FileStore:
                     value = self.codec.value_in(data, start, end, digest)
                     if value is not fmt.UNUSUAL:
                         return value
-                    read = data[start:end]
+                    where = {"path": self.path, "offset": offset, "key": key}
+                    return self.codec.value(data[start:end], digest, where)
                 record = read
             else:  # a recent small entry goes through the record file's frame cache
                 record = main[number]
@@ -372,6 +374,7 @@ class FileStore:
                     continue
                 with open(source, "rb") as src, atomic_writer(dest, mode=mode) as out:
                     _copy_bytes(src, out, os.fstat(src.fileno()).st_size)
+            retract_note(target + ".lock")  # readers of an archive replaced: look again
 
     def close(self) -> None:
         try:

@@ -123,6 +123,15 @@ class file_archive(Archive):
         with self._lock:
             return self._store.get(key)
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # __getitem__/__setitem__ below inline _get/_set: a subclass overriding those gets
+        # the base class's versions back, which call them.
+        super().__init_subclass__(**kwargs)
+        if "_get" in cls.__dict__ and "__getitem__" not in cls.__dict__:
+            cls.__getitem__ = Archive.__getitem__  # type: ignore[method-assign]
+        if "_set" in cls.__dict__ and "__setitem__" not in cls.__dict__:
+            cls.__setitem__ = Archive.__setitem__  # type: ignore[method-assign]
+
     def __getitem__(self, key: Any) -> Any:
         # The base class's __getitem__, with the read path inlined (it is the hot path).
         if self._closed:
