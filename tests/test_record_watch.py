@@ -13,7 +13,7 @@ from klepto import _recordwatch
 from klepto._recordack import SIZE as NOTE_SIZE
 from klepto._recordshare import SharedRecordFile
 from klepto.archives import file_archive
-from klepto.records import write_records
+from klepto.records import RecordFile, write_records
 
 
 def write(shared: SharedRecordFile, *records: bytes) -> None:
@@ -235,3 +235,17 @@ def test_the_watch_reads_the_lock_file_that_is_held(tmp_path):
     assert os.fstat(reader._watch._fd).st_ino == os.fstat(reader._lock_fd).st_ino
     assert os.stat(lock).st_ino == os.fstat(reader._lock_fd).st_ino
     assert list(reader) == [b"a", b"b", b"c"]
+
+
+def test_a_record_file_writer_on_an_archive_leaves_its_note(tmp_path):
+    # The writer claim locks the same lock file through filelock, which must not truncate
+    # it (filelock >= 4.2.1, see setup.cfg): the note is what readers and writers check.
+    path = str(tmp_path / "a.pkl")
+    archive = file_archive(path, cached=False)
+    archive["k"] = 1
+    with open(path + ".lock", "rb") as f:
+        noted = f.read(NOTE_SIZE)
+    RecordFile(path, "a").close()
+    with open(path + ".lock", "rb") as f:
+        assert f.read(NOTE_SIZE) == noted
+    assert file_archive(path, cached=False)["k"] == 1
