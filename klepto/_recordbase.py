@@ -162,19 +162,15 @@ class RecordFileBase(Sequence[Any]):
                 claim.release()
 
     def __del__(self, _finalizing: Callable[[], bool] = sys.is_finalizing) -> None:
-        # At interpreter exit module globals (``os`` among them) may already be gone; the
-        # system closes the descriptors and drops the lock, and an uncommitted tail is
-        # what a killed writer leaves: the next writer's turn discards it.
+        # At interpreter exit module globals (os...) may be gone; the system closes the
+        # file, and an uncommitted tail is what a killed writer leaves (discarded later).
         if getattr(self, "_fd", None) is None or _finalizing():
             return
         try:
             self.close()
         except OSError as exc:  # a finalizer cannot raise; report instead of hiding it
-            logger.warning(
-                "%s: error while closing an abandoned record file: %s",
-                getattr(self, "_path", "?"),
-                exc,
-            )
+            path = getattr(self, "_path", "?")
+            logger.warning("%s: error while closing an abandoned record file: %s", path, exc)
 
     def __enter__(self: _Self) -> _Self:
         return self

@@ -17,12 +17,12 @@ unchanged. Otherwise the new commits are located from the commit pointers (never
 replaying the file) and a torn tail left by a killed writer is truncated, exactly as when a
 ``RecordFile`` is opened for writing.
 
-Readers call :meth:`SharedRecordFile.poll` before reading: it notices new commits, and a
-file that was replaced (by :meth:`rewrite` in another process: its link count drops to 0)
-or deleted, in which case it reopens the path (creating an empty file if none is there).
-Files and the lock file are opened with ``O_NOFOLLOW``: a symbolic link planted at either
-name is refused, never written through. A child process created by ``fork`` takes its own
-turns (the inherited lock handle is never used).
+Readers call :meth:`SharedRecordFile.poll` before reading: while the lock file's note is
+unchanged nothing was acknowledged (:mod:`klepto._recordwatch`); otherwise it notices new
+commits, and a file replaced (its link count drops to 0) or deleted, which it reopens (a
+new empty file if none is there). Files and the lock file are opened with ``O_NOFOLLOW``:
+a symbolic link planted at either name is refused, never written through. A child process
+created by ``fork`` takes its own turns (the inherited lock handle is never used).
 """
 
 from __future__ import annotations
@@ -255,18 +255,15 @@ class SharedRecordFile(TurnLock, RecordFile):
 
     # --- following other processes -------------------------------------------------------
     def poll(self) -> Change | None:
-        """Catch up with commits made by others; ``None`` if there were none.
-
-        Inside a turn this object is already up to date and ``None`` is returned.
-        """
+        """Catch up with commits made by others; ``None`` if there were none (and inside a
+        turn, where this object is up to date)."""
         watch = self._watch
         if watch is not None and watch.quiet():
             return None  # no writer acknowledged a commit since this object caught up
         with self._lock:
             change = self._poll_file()
             if watch is not None and self._writer is None and self._fd is not None:
-                state = self._state
-                watch.arm(Note(self._header.file_id, state.count, state.end))
+                watch.arm(Note(self._header.file_id, self._state.count, self._state.end))
             return change
 
     def _poll_file(self) -> Change | None:
@@ -397,14 +394,9 @@ class SharedRecordFile(TurnLock, RecordFile):
     def _new_writer(self, fd: int, state: State) -> Writer:
         # With sealed_commits, a commit of one small record is a sealed record (no commit
         # pointer); the lock file's note still tells a lost one from a torn write.
+        durable, clock, sealing = self.durable, self._clock, self._sealed_commits
         return Writer(
-            fd,
-            self._path,
-            self._header,
-            state,
-            durable=self.durable,
-            clock=self._clock,
-            sealing=self._sealed_commits,
+            fd, self._path, self._header, state, durable=durable, clock=clock, sealing=sealing
         )
 
     def _catch_up(self, fd: int, size: int) -> Change | None:

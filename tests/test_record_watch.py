@@ -101,8 +101,7 @@ def test_a_commit_nobody_noted_is_seen_after_the_refresh(tmp_path, later):
     write(writer, b"one")
     assert reader.poll()[:3] == (False, 0, 1)
     lock = str(path) + ".lock"
-    with open(lock, "rb") as f:
-        noted = f.read(NOTE_SIZE)
+    noted = note_in(lock)
     write(writer, b"two")
     with open(lock, "r+b") as f:  # as if the writer had died between commit and note
         f.write(noted)
@@ -144,12 +143,24 @@ def test_a_damaged_note_is_never_trusted(tmp_path, fstat_calls):
     assert fstat_calls[0] == before + 1
 
 
-def test_a_drop_is_seen_at_once_by_readers(tmp_path):
+def archives_with_armed_reader(tmp_path):
+    """A file_archive path, a writer of it that wrote ``k``, and a reader that read it back
+    twice (its watch armed)."""
     path = str(tmp_path / "a.pkl")
     writer = file_archive(path, cached=False)
     reader = file_archive(path, cached=False)
     writer["k"] = 1
-    assert reader["k"] == 1 and reader["k"] == 1  # armed
+    assert reader["k"] == 1 and reader["k"] == 1
+    return path, writer, reader
+
+
+def note_in(lock_path):
+    with open(lock_path, "rb") as f:
+        return f.read(NOTE_SIZE)
+
+
+def test_a_drop_is_seen_at_once_by_readers(tmp_path):
+    path, writer, reader = archives_with_armed_reader(tmp_path)
     writer.__drop__()
     assert "k" not in reader
     fresh = file_archive(path, cached=False)
@@ -191,11 +202,7 @@ def test_a_lock_file_that_cannot_be_read_is_not_tried_again(tmp_path, monkeypatc
 
 def test_a_truncated_lock_file_only_costs_the_watch(tmp_path):
     # Some versions of filelock truncate the files they lock: readers must carry on.
-    path = str(tmp_path / "a.pkl")
-    writer = file_archive(path, cached=False)
-    reader = file_archive(path, cached=False)
-    writer["k"] = 1
-    assert reader["k"] == 1 and reader["k"] == 1  # armed
+    path, writer, reader = archives_with_armed_reader(tmp_path)
     os.truncate(path + ".lock", 0)
     assert reader["k"] == 1
     writer["k"] = 2
@@ -240,12 +247,8 @@ def test_the_watch_reads_the_lock_file_that_is_held(tmp_path):
 def test_a_record_file_writer_on_an_archive_leaves_its_note(tmp_path):
     # The writer claim locks the same lock file through filelock, which must not truncate
     # it (filelock >= 4.2.1, see setup.cfg): the note is what readers and writers check.
-    path = str(tmp_path / "a.pkl")
-    archive = file_archive(path, cached=False)
-    archive["k"] = 1
-    with open(path + ".lock", "rb") as f:
-        noted = f.read(NOTE_SIZE)
+    path, _, reader = archives_with_armed_reader(tmp_path)
+    noted = note_in(path + ".lock")
     RecordFile(path, "a").close()
-    with open(path + ".lock", "rb") as f:
-        assert f.read(NOTE_SIZE) == noted
-    assert file_archive(path, cached=False)["k"] == 1
+    assert note_in(path + ".lock") == noted
+    assert reader["k"] == 1
