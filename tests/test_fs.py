@@ -259,3 +259,25 @@ def test_forked_child_does_not_inherit_the_hold(tmp_path):
     assert os.WEXITSTATUS(status) == 0
     assert lock.is_locked
     lock.release()
+
+
+def test_new_temp_files_are_private_distinct_and_never_follow_a_link(tmp_path, monkeypatch):
+    made = [_fs.new_temp_file(str(tmp_path)) for _ in range(3)]
+    for fd, _ in made:
+        os.close(fd)
+    paths = [path for _, path in made]
+    assert len(set(paths)) == 3
+    for path in paths:
+        assert _fs.is_temp_name(os.path.basename(path))
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    # The next two names taken: one by a leftover file, one by a planted link.
+    numbers = iter(range(10**6, 10**6 + 10))
+    monkeypatch.setattr(_fs, "_temp_numbers", numbers)
+    prefix = f"{_fs.TEMP_PREFIX}{os.getpid()}-{threading.get_ident()}-"
+    (tmp_path / f"{prefix}{10**6}.tmp").write_bytes(b"leftover")
+    os.symlink(tmp_path / "target", tmp_path / f"{prefix}{10**6 + 1}.tmp")
+    fd, path = _fs.new_temp_file(str(tmp_path))
+    os.close(fd)
+    assert path.endswith(f"{prefix}{10**6 + 2}.tmp")
+    assert (tmp_path / f"{prefix}{10**6}.tmp").read_bytes() == b"leftover"
+    assert not (tmp_path / "target").exists()

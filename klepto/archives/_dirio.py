@@ -1,7 +1,7 @@
 """File operations of a ``dir_archive``: publishing, claiming and listing entry files.
 
 Every entry is published whole: written to a fresh temporary file in the archive's own
-directory (``mkstemp``: O_EXCL, mode 0o600, never following a planted symlink) and moved
+directory (``_fs.new_temp_file``: O_EXCL, mode 0o600, never following a planted symlink) and moved
 into place with ``os.replace`` (or, to create it only if absent, a hard link). Readers open
 entries without following symlinks and without blocking on a planted FIFO.
 """
@@ -14,11 +14,10 @@ import logging
 import os
 import re
 import stat
-import tempfile
 import time
 from typing import Any
 
-from klepto._fs import DIR_MODE, TEMP_PREFIX, fsync_dir, is_temp_name, write_all
+from klepto._fs import DIR_MODE, TEMP_PREFIX, fsync_dir, is_temp_name, new_temp_file, write_all
 
 __all__ = [
     "ENTRY_PREFIX",
@@ -107,7 +106,7 @@ def publish(
 ) -> bool:
     """Write ``chunks`` to a temp file in ``root`` and move it to ``path`` (only if absent,
     if ``exclusive``); True if published. On any error the temp file is removed."""
-    fd, temp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".tmp", dir=root)
+    fd, temp = new_temp_file(root)
     try:
         try:
             write_chunks(fd, chunks)

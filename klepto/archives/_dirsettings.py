@@ -20,10 +20,9 @@ import hashlib
 import json
 import os
 import stat
-import tempfile
 from typing import Any
 
-from klepto._fs import TEMP_PREFIX, fsync_dir, write_all
+from klepto._fs import fsync_dir, new_temp_file, write_all
 from klepto.archives._dirio import move_if_absent
 from klepto.errors import CorruptArchiveError
 
@@ -138,7 +137,7 @@ def publish(root: str, settings: dict[str, Any], mode: int | None, durable: bool
     """Record ``settings`` unless another process already did; return the recorded ones."""
     path = os.path.join(root, SETTINGS_NAME)
     document = json.dumps({"settings": settings, "check": _checksum(settings)}, indent=1)
-    fd, temp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".tmp", dir=root)
+    fd, temp = new_temp_file(root)
     try:
         try:
             write_all(fd, document.encode("utf-8") + b"\n")

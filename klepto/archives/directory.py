@@ -8,7 +8,7 @@ Layout of the root directory::
     .klepto-tmp-*.tmp       a write in flight (or left by a killed writer); never a key
     .klepto-locks           byte-range locks of ``lock(key)`` (created on first use, empty)
 
-A write serializes the entry into a fresh temporary file in the root (``mkstemp``: O_EXCL,
+A write serializes the entry into a fresh temporary file in the root (``_fs.new_temp_file``: O_EXCL,
 mode 0o600, never following a planted symlink) and publishes it with one ``os.replace``:
 readers see the old entry or the new one, never a partial one, and the key is never absent
 in between. Writes of distinct keys touch distinct files, so writer processes need no lock
