@@ -158,13 +158,16 @@ class SharedRecordFile(TurnLock, RecordFile):
         _open_files.add(self)
 
     # --- opening ----------------------------------------------------------------------------
-    def _open_fd(self) -> int:
+    def _open_fd(self, *, locked: bool = False) -> int:
+        """The file at the path, opened (created if absent: ``locked`` says the caller holds
+        the lock already, as a turn does, which must then stay held)."""
         fd = self._open_existing()
         if fd is not None:
             return fd
         if not self._create:
             raise FileNotFoundError(errno.ENOENT, "no such record file", self._path)
-        with self._os_lock():  # one creator; the others open what it published
+        # One creator; the others open what it published.
+        with contextlib.nullcontext() if locked else self._os_lock():
             fd = self._open_existing()
             if fd is None:
                 fd = create_file(
@@ -299,12 +302,12 @@ class SharedRecordFile(TurnLock, RecordFile):
                 offset=size,
             )
 
-    def _reopen(self) -> Change:
+    def _reopen(self, *, locked: bool = False) -> Change:
         """Open the file now at the path (replaced, or deleted: then a new empty one)."""
         if self._watch is not None:
             self._watch.reset()  # its lock file may be a new one too
         old = self._fd
-        fd = self._open_fd()
+        fd = self._open_fd(locked=locked)
         try:
             self._attach(fd)
         except BaseException:
@@ -377,7 +380,7 @@ class SharedRecordFile(TurnLock, RecordFile):
         change = None
         info = os.fstat(fd)
         if info.st_nlink == 0:
-            change = self._reopen()
+            change = self._reopen(locked=True)  # the turn's lock is held: it stays held
             fd = self._fd
             assert fd is not None
             info = os.fstat(fd)

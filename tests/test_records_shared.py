@@ -323,3 +323,22 @@ def test_exclusive_blocks_turns_elsewhere(tmp_path):
     other.join(60)
     assert other.exitcode == 0
     assert list(SharedRecordFile(path)) == [b"from the other process"]
+
+
+def test_a_turn_that_recreates_a_deleted_file_keeps_its_lock(tmp_path):
+    fcntl = pytest.importorskip("fcntl")
+    path = tmp_path / "f"
+    shared = SharedRecordFile(path)
+    write(shared, b"a")
+    os.unlink(path)  # by hand, or another object's __drop__
+    assert shared.start_turn()[:3] == (True, 0, 0)  # a new, empty file
+    other = os.open(str(path) + ".lock", os.O_RDWR)
+    try:
+        with pytest.raises(BlockingIOError):  # another writer must still wait
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        shared.append(b"b")
+        shared.commit()
+    finally:
+        os.close(other)
+        shared.finish_turn()
+    assert SharedRecordFile(path)[:] == [b"b"]
