@@ -8,11 +8,12 @@ costs about a third of the ``fstat`` a poll otherwise makes (0.45 us against 1.2
 most of it building the ``stat_result``), on every read of an archive nobody is writing.
 
 Klepto's other ways of replacing a record file say so in the note too: ``__drop__`` and
-a file published over an existing one (a copy, ``write_records``, a salvage) zero it
+a file published over an existing one (a copy, ``write_records``, a rewrite) zero it
 (:func:`klepto._recordack.retract_note`), so readers look at once. What no note can tell,
-the refresh bounds: a commit whose writer died before noting it (never acknowledged), or
-a file replaced or rewritten by something other than klepto, is seen at the next full
-poll, at most ``REFRESH_SECONDS`` after the last one.
+the refresh bounds: a commit whose writer died before noting it (never acknowledged), a
+commit by a plain :class:`~klepto.records.RecordFile` writer (which keeps no note), or a
+file replaced or rewritten by something other than klepto, is seen at the next full poll,
+at most ``REFRESH_SECONDS`` after the last one.
 
 The note is read, never mapped: a lock file truncated under a mapping would kill the
 reading process (``SIGBUS``), and some versions of ``filelock`` truncate the files they
@@ -23,6 +24,7 @@ and every poll looks at the file itself.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from time import monotonic
@@ -108,25 +110,35 @@ class NoteWatch:
                 return None
             try:
                 self._fd = _open_lock_file(self._path)
-            except OSError:
-                self._unusable = True
+            except (PermissionError, IsADirectoryError, _NotRegular):
+                self._unusable = True  # it will not change: polls look at the file
                 return None
+            except OSError:  # out of descriptors, an I/O error...: try again later
+                self._fd = None
             if self._fd is None:
                 self._retry_after = now + REFRESH_SECONDS
                 return None
         return os.pread(self._fd, SIZE, 0)
 
 
+class _NotRegular(OSError):
+    """The lock file's name holds something else than a regular file."""
+
+
 def _open_lock_file(path: str) -> int | None:
     """The lock file at ``path``, open for reading (``None`` if there is none yet);
-    ``OSError`` if it cannot be read (no permission, not a regular file)."""
+    ``OSError`` if it cannot be read (no permission, not a regular file, a symbolic link)."""
     try:
         fd = os.open(path, os.O_RDONLY | OPEN_FLAGS)
     except FileNotFoundError:
         return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # a planted symbolic link: never followed
+            raise _NotRegular(path) from None
+        raise
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(f"{path} is not a regular file")
+            raise _NotRegular(path)
     except BaseException:
         os.close(fd)
         raise

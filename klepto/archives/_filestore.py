@@ -25,9 +25,11 @@ from hashlib import blake2b as _blake2b
 from typing import Any
 
 from klepto._canonical import stable_bytes
+from klepto._fs import new_temp_file
 from klepto._recordack import retract_note
 from klepto._recordbody import STREAM_MIN
 from klepto._recordfollow import read_span
+from klepto._recordlock import exclusive
 from klepto._recordscan import InvalidRecordFile
 from klepto._recordshare import (
     Change,
@@ -364,17 +366,27 @@ class FileStore:
         self.close()
 
     def copy_to(self, target: str) -> None:
-        """Publish a copy of the archive file (and its index) at ``target``, atomically."""
-        from klepto._fs import atomic_writer
+        """Publish a copy of the archive file (and its index) at ``target``, atomically.
 
-        with self.writing():
-            mode = os.stat(self.path).st_mode & 0o777
-            for source, dest in ((self.tables.path, target + ".idx"), (self.path, target)):
-                if not os.path.exists(source):
-                    continue
-                with open(source, "rb") as src, atomic_writer(dest, mode=mode) as out:
-                    _copy_bytes(src, out, os.fstat(src.fileno()).st_size)
-            retract_note(target + ".lock")  # readers of an archive replaced: look again
+        The copies are made during a turn on this file, then moved over the target holding
+        the target's lock (never both locks at once: two copies in opposite directions
+        must not wait for each other), so a writer of the target finishes its turn first
+        and its readers are told (:func:`~klepto._recordack.retract_note`)."""
+        staged: list[tuple[str, str]] = []
+        try:
+            with self.writing():
+                mode = os.stat(self.path).st_mode & 0o777
+                for source, dest in ((self.tables.path, target + ".idx"), (self.path, target)):
+                    if os.path.exists(source):
+                        staged.append((_staged_copy(source, dest, mode), dest))
+            with exclusive(target):
+                for temp, dest in staged:
+                    os.replace(temp, dest)
+                retract_note(target + ".lock")
+        finally:
+            for temp, _ in staged:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(temp)  # only if it was not moved into place
 
     def close(self) -> None:
         try:
@@ -414,6 +426,19 @@ def _renumbered(merged: Table, order: list[int], fresh: Any) -> Table:
 
 def _digest(table: Table, i: int) -> bytes:
     return table.hi[i].to_bytes(8, "big") + table.lo[i].to_bytes(8, "big")  # type: ignore[no-any-return]
+
+
+def _staged_copy(source: str, dest: str, mode: int) -> str:
+    """A copy of ``source`` in a new temporary file beside ``dest`` (its path)."""
+    fd, temp = new_temp_file(os.path.dirname(os.path.abspath(dest)))
+    try:
+        with open(source, "rb") as src, os.fdopen(fd, "wb") as out:
+            _copy_bytes(src, out, os.fstat(src.fileno()).st_size)
+        os.chmod(temp, mode)
+    except BaseException:
+        os.unlink(temp)
+        raise
+    return temp
 
 
 def _copy_bytes(source: Any, out: Any, size: int) -> None:
