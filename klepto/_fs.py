@@ -198,6 +198,26 @@ def new_temp_file(directory: str, suffix: str = ".tmp") -> tuple[int, str]:
             continue  # a leftover of a killed process that had this pid: next number
 
 
+def staged_copy(source: PathLike, dest: PathLike, mode: int) -> str:
+    """A copy of the file ``source`` in a new temporary file beside ``dest``, with ``mode``
+    (its path: the caller moves it into place, or deletes it)."""
+    fd, temp = new_temp_file(os.path.dirname(os.path.abspath(dest)))
+    try:
+        with open(source, "rb") as src, os.fdopen(fd, "wb") as out:
+            size = os.fstat(src.fileno()).st_size
+            while size > 0:
+                chunk = src.read(min(size, 1 << 20))
+                if not chunk:
+                    break
+                out.write(chunk)
+                size -= len(chunk)
+        os.chmod(temp, mode)
+    except BaseException:
+        os.unlink(temp)
+        raise
+    return temp
+
+
 def is_temp_name(name: str) -> bool:
     """True for the names of klepto's in-flight temporary files (never keys)."""
     return name.startswith(TEMP_PREFIX)

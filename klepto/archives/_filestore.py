@@ -25,7 +25,7 @@ from hashlib import blake2b as _blake2b
 from typing import Any
 
 from klepto._canonical import stable_bytes
-from klepto._fs import new_temp_file
+from klepto._fs import staged_copy
 from klepto._recordack import retract_note
 from klepto._recordbody import STREAM_MIN
 from klepto._recordfollow import read_span
@@ -366,19 +366,16 @@ class FileStore:
         self.close()
 
     def copy_to(self, target: str) -> None:
-        """Publish a copy of the archive file (and its index) at ``target``, atomically.
-
-        The copies are made during a turn on this file, then moved over the target holding
-        the target's lock (never both locks at once: two copies in opposite directions
-        must not wait for each other), so a writer of the target finishes its turn first
-        and its readers are told (:func:`~klepto._recordack.retract_note`)."""
+        """Publish a copy of the archive file (and its index) at ``target``, atomically: made
+        in a turn on this file, moved over the target holding only the target's lock (so
+        its writer's turn ends first; opposite copies cannot deadlock), its readers told."""
         staged: list[tuple[str, str]] = []
         try:
             with self.writing():
                 mode = os.stat(self.path).st_mode & 0o777
                 for source, dest in ((self.tables.path, target + ".idx"), (self.path, target)):
                     if os.path.exists(source):
-                        staged.append((_staged_copy(source, dest, mode), dest))
+                        staged.append((staged_copy(source, dest, mode), dest))
             with exclusive(target):
                 for temp, dest in staged:
                     os.replace(temp, dest)
@@ -426,28 +423,6 @@ def _renumbered(merged: Table, order: list[int], fresh: Any) -> Table:
 
 def _digest(table: Table, i: int) -> bytes:
     return table.hi[i].to_bytes(8, "big") + table.lo[i].to_bytes(8, "big")  # type: ignore[no-any-return]
-
-
-def _staged_copy(source: str, dest: str, mode: int) -> str:
-    """A copy of ``source`` in a new temporary file beside ``dest`` (its path)."""
-    fd, temp = new_temp_file(os.path.dirname(os.path.abspath(dest)))
-    try:
-        with open(source, "rb") as src, os.fdopen(fd, "wb") as out:
-            _copy_bytes(src, out, os.fstat(src.fileno()).st_size)
-        os.chmod(temp, mode)
-    except BaseException:
-        os.unlink(temp)
-        raise
-    return temp
-
-
-def _copy_bytes(source: Any, out: Any, size: int) -> None:
-    while size > 0:
-        chunk = source.read(min(size, 1 << 20))
-        if not chunk:
-            break
-        out.write(chunk)
-        size -= len(chunk)
 
 
 def _archive_error(exc: CorruptionError, path: str, what: str, key: Any = None) -> CorruptionError:
