@@ -74,3 +74,20 @@ def test_checkpoints_are_left_to_sqlite(kind, tmp_path):
         assert _pragma(archive, "wal_autocheckpoint") == 1000
     finally:
         archive.close()
+
+
+def test_a_connection_waits_while_another_holds_a_new_database(tmp_path):
+    # Two processes opening a new database at once both switch it to WAL; the loser is
+    # told "database is locked" at once and must look again, not fail.
+    import sqlite3
+    import threading
+
+    from klepto.archives import _sqlitefile
+
+    path = str(tmp_path / "new.db")
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN EXCLUSIVE")
+    threading.Timer(0.3, holder.rollback).start()
+    other = sqlite3.connect(path, isolation_level=None, timeout=0)
+    _sqlitefile._wal_unless_read_only(other.cursor())
+    assert other.execute("PRAGMA journal_mode").fetchone()[0] == "wal"

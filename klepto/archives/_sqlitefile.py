@@ -27,6 +27,7 @@ import contextlib
 import logging
 import os
 import sqlite3
+import time
 from typing import Any
 
 try:
@@ -48,6 +49,7 @@ __all__ = [
 log = logging.getLogger("klepto.archives.sql")
 
 MMAP_BYTES = 64 << 20
+WAL_SWITCH_SECONDS = 30.0  # how long a new connection waits for another one switching to WAL
 _GATE_SUFFIX = ".klepto-gate"
 _SUFFIXES = ("", "-wal", "-shm", "-journal", _GATE_SUFFIX)
 
@@ -73,13 +75,25 @@ def on_connect(on_disk: bool, synchronous: str) -> Any:
 
 def _wal_unless_read_only(cursor: Any) -> None:
     """Switch to WAL, except on a database this process may only read: there the switch
-    (a write) fails, yet reading works, and a write then fails with SQLite's own error."""
-    try:
-        cursor.execute("PRAGMA journal_mode=WAL")
-    except sqlite3.OperationalError as exc:
-        if "readonly" not in str(exc):
-            raise
-        log.debug("read-only SQLite database: keeping its journal mode (%s)", exc)
+    (a write) fails, yet reading works, and a write then fails with SQLite's own error.
+
+    WAL is a property of the file, so a database already in WAL is left alone. Two
+    processes opening a new database at once both try to switch it, and the switch needs
+    the file to itself: SQLite then answers "database is locked" at once rather than
+    waiting, so the loser looks again (by then the winner has usually switched it)."""
+    deadline = time.monotonic() + WAL_SWITCH_SECONDS
+    while True:
+        try:
+            if str(cursor.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "readonly" in str(exc):
+                log.debug("read-only SQLite database: keeping its journal mode (%s)", exc)
+                return
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+        time.sleep(0.005)
 
 
 def begin_immediate(conn: Any) -> None:
