@@ -201,7 +201,7 @@ def new_temp_file(directory: str, suffix: str = ".tmp") -> tuple[int, str]:
 def staged_copy(source: PathLike, dest: PathLike, mode: int) -> str:
     """A copy of the file ``source`` in a new temporary file beside ``dest``, with ``mode``
     (its path: the caller moves it into place, or deletes it)."""
-    fd, temp = new_temp_file(os.path.dirname(os.path.abspath(dest)))
+    fd, temp = _mkstemp_beside(Path(dest))
     try:
         with open(source, "rb") as src, os.fdopen(fd, "wb") as out:
             size = os.fstat(src.fileno()).st_size

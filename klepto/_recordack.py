@@ -25,6 +25,7 @@ different ``file_id``: the file was replaced) or a damaged or missing one says n
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
@@ -45,6 +46,7 @@ __all__ = [
     "retract_note",
     "write_note",
     "write_note_of",
+    "zero_note",
 ]
 
 MAGIC = b"KAK1"
@@ -84,9 +86,7 @@ def decode(data: bytes) -> Note | None:
 
 def write_note(fd: int, note: Note) -> bytes:
     """Record ``note`` in the lock file ``fd`` (held by the caller); the bytes written."""
-    data = encode(note)
-    os.pwrite(fd, data, 0)
-    return data
+    return write_note_of(fd, note.file_id, note.records, note.end)
 
 
 def write_note_of(fd: int, file_id: bytes, records: int, end: int) -> bytes:
@@ -146,10 +146,15 @@ def retract_note(lock_path: str) -> None:
     except OSError:
         return
     try:
-        info = os.fstat(fd)
-        if stat.S_ISREG(info.st_mode) and info.st_size >= SIZE:
-            os.pwrite(fd, bytes(SIZE), 0)
-    except OSError:
-        pass
+        with contextlib.suppress(OSError):  # best effort, as the docstring says
+            info = os.fstat(fd)
+            if stat.S_ISREG(info.st_mode) and info.st_size >= SIZE:
+                zero_note(fd)
     finally:
         os.close(fd)
+
+
+def zero_note(fd: int) -> None:
+    """Overwrite the note in the lock file ``fd`` with zeros: a note that says nothing, and
+    a change that readers watching the note notice (the file was replaced or dropped)."""
+    os.pwrite(fd, bytes(SIZE), 0)

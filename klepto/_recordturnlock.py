@@ -27,8 +27,15 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from klepto import _recordformat as fmt
-from klepto._recordack import SIZE as NOTE_SIZE
-from klepto._recordack import Note, decode, missing, read_note, read_note_at, read_raw
+from klepto._recordack import (
+    Note,
+    decode,
+    missing,
+    read_note,
+    read_note_at,
+    read_raw,
+    zero_note,
+)
 from klepto._recordcreate import RecordFileReadOnly
 from klepto._recordlock import lock_path, locked_live
 from klepto._recordscan import Located, State, intact_commit_after
@@ -177,7 +184,7 @@ class TurnLock(_Base):
         if self._lock_fd is not None:
             # Readers watching the note (klepto._recordwatch) notice the change at once,
             # where a deleted lock file would look unchanged to them.
-            os.pwrite(self._lock_fd, bytes(NOTE_SIZE), 0)
+            zero_note(self._lock_fd)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._lock_path)
 
