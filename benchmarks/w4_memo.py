@@ -12,17 +12,15 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks._harness import Result
+from benchmarks._harness import Result, bench_dir
 
 NAME = "W4"
 TITLE = "memoized function persisted to disk: first calls, hits, new-process hits"
@@ -135,16 +133,12 @@ def _available() -> dict[str, Callable]:
 def run(quick: bool = False) -> list[Result]:
     impls = _available()
     repeat = 3 if quick else 5
-    where = os.environ.get("KLEPTO_BENCH_DIR") or os.getcwd()
-    base = Path(tempfile.mkdtemp(prefix=".klepto-w4-", dir=where))
     samples: dict[str, list[tuple[dict, dict]]] = {name: [] for name in impls}
-    try:
+    with bench_dir(".klepto-w4-") as base:
         for rep in range(repeat):
             for i, name in enumerate(impls):
                 path = str(base / f"{rep}-{i}")
                 samples[name].append((_phase(name, path, "first"), _phase(name, path, "again")))
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
     results = []
     for name, got in samples.items():
         results += _results(name, got)

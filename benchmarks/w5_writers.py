@@ -9,17 +9,15 @@ archives are used raw (``cached=False``: every write goes to the file or databas
 from __future__ import annotations
 
 import os
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks._harness import Result
+from benchmarks._harness import Result, bench_dir
 
 NAME = "W5"
 TITLE = "concurrent writer processes: lost keys and throughput"
@@ -129,10 +127,8 @@ def _available() -> dict[str, Callable[[str], Any]]:
 def run(quick: bool = False) -> list[Result]:
     stores = _available()
     repeat = 2 if quick else 3
-    where = os.environ.get("KLEPTO_BENCH_DIR") or os.getcwd()
-    base = Path(tempfile.mkdtemp(prefix=".klepto-w5-", dir=where))
     results: list[Result] = []
-    try:
+    with bench_dir(".klepto-w5-") as base:
         for writers in (2, 8):
             samples: dict[str, list[tuple[float, int]]] = {name: [] for name in stores}
             for rep in range(repeat):
@@ -140,8 +136,6 @@ def run(quick: bool = False) -> list[Result]:
                     path = str(base / f"{writers}-{rep}-{i}")
                     samples[name].append(_round(name, path, writers))
             results += _results(writers, samples)
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
     return results
 
 
