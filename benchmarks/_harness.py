@@ -102,13 +102,16 @@ def bench_dir(prefix: str) -> Iterator[Path]:
     directory: a disk the user keeps data on; ``/tmp`` is often a tmpfs), deleted at the end.
 
     Why the waiting: ext4 without a journal (as on this project's virtual machines) skips,
-    when it allocates an inode, every inode freed in the last 60 seconds (300 while the
-    freed inodes' table blocks are not yet written out). For that long after thousands of
-    files are deleted, creating a file costs up to 20x more (measured: ~40 us -> 0.3-1 ms),
-    which would land on whichever store creates files next: a directory archive run right
-    after another workload deleted its stores. So the deletion is written out at once
-    (``os.sync``: the 60 s window) and, if it was of :data:`MASS_DELETION` files or more,
-    the next workload waits out the rest of it.
+    when it allocates an inode, every inode freed in the last 60 seconds, or 360 while
+    the freed inode's table block is not written out (``recently_deleted`` in the
+    kernel's ``fs/ext4/ialloc.c``). For that long after thousands of files are deleted,
+    creating a file costs 5-20x more (measured: ~40 us -> 0.2-1 ms), which would land on
+    whichever store creates files next: a directory archive run right after another
+    workload deleted its stores. So the deletion is written out at once (``os.sync``:
+    the 60 s case) and, if it was of :data:`MASS_DELETION` files or more, the next
+    workload waits out the rest of those 60 s. That removes most of the effect, not all:
+    new files created next to the freed inodes make their table blocks dirty again (the
+    360 s case), which is why W3 also measures a bare file-per-key floor in the same run.
     """
     settle_file_system()
     where = os.environ.get("KLEPTO_BENCH_DIR") or os.getcwd()
