@@ -1,11 +1,13 @@
 """The floor of a store that keeps one file per key: what the file system alone costs.
 
-W3 measures it beside the stores, interleaved with them, so that a directory archive's
-figures can be read against what creating, replacing and reading a file cost *in the same
-run*. That cost is not steady on every machine (``benchmarks._harness.bench_dir``: after
-mass deletions, creating a file can cost 20x more for minutes), and it moves a directory
-archive's ratio to diskcache (which keeps small values in SQLite) with it; the ratio to
-this floor does not move.
+W3 measures it beside the stores, interleaved with them, as the file system's weather
+during the run: what creating, replacing and reading a file cost then. That cost is not
+steady on every machine (``benchmarks._harness.bench_dir``: after mass deletions, creating
+a file can cost 5-20x more for minutes), and a directory archive's ratio to diskcache
+(which keeps small values in SQLite) moves with it. It is reported without a ratio: it
+lives in directories of its own, and where the file system places a directory decides how
+much of that cost it meets (measured: a directory archive at 12x the floor in one run,
+at 1.0x when both were in one block group), so a ratio of the two would mislead too.
 
 The floor does only what any such store must: pickle the value, write it to a temporary
 file in the same directory, ``os.replace`` it onto the key's name; a read opens, reads

@@ -109,8 +109,6 @@ STORES: dict[str, Callable[[str], Any]] = {
     "shelve": _shelve,
     _floor_store.NAME: _floor,
 }
-#: klepto stores whose figures are also shown against the file-per-key floor.
-FLOOR_COMPARED = ("klepto.dir_archive",)
 #: Stores used only for large values (memory-mapped reads).
 LARGE_ONLY: dict[str, Callable[[str], Any]] = {
     "klepto.dir_archive fast+mmap": lambda path: _dir_archive(path, fast=True, memmode="r"),
@@ -315,19 +313,7 @@ def run(quick: bool = False) -> list[Result]:
             results.append(_result("large write", name, wrote, "us"))
             results.append(_result("large read", name, read, "us"))
         results += _filescale.run(base, quick)  # file_archive at 1M entries
-    return results + _against_floor(results)
-
-
-def _against_floor(results: list[Result]) -> list[Result]:
-    """The directory archive's figures again, as ratios to the file-per-key floor measured
-    in the same run (no target: they say how much of a figure the file system made). Not
-    opening: the floor has nothing to open."""
-    floor = {r.metric for r in results if r.impl == _floor_store.NAME} - {"open+first lookup"}
-    return [
-        Result(NAME, r.metric, r.impl, r.value, r.unit, _floor_store.NAME)
-        for r in results
-        if r.impl in FLOOR_COMPARED and r.metric in floor and r.peer == PEER
-    ]
+    return results
 
 
 def _growth_results(name: str, costs: dict, big: int) -> list[Result]:

@@ -7,8 +7,7 @@ import time
 
 import pytest
 
-from benchmarks import _floor, _harness, w3_archives
-from benchmarks._harness import Result
+from benchmarks import _floor, _harness
 
 
 @pytest.fixture
@@ -64,20 +63,3 @@ def test_the_floor_round_trips_and_leaves_no_temporary_file(tmp_path):
     store["key-1"] = {"a": 2}
     assert store["key-1"] == {"a": 2}
     assert sorted(os.listdir(tmp_path / "floor")) == ["key-1"]
-
-
-def test_only_the_directory_archive_is_shown_against_the_floor():
-    def row(metric: str, impl: str, peer: str | None = None) -> Result:
-        return Result("W3", metric, impl, 2.0, "us", peer)
-
-    results = [
-        row("write at 1k", "klepto.dir_archive", w3_archives.PEER),
-        row("write at 1k", "klepto.file_archive", w3_archives.PEER),
-        row("write at 1k", _floor.NAME),
-        row("open+first lookup", "klepto.dir_archive", w3_archives.PEER),
-        row("open+first lookup", _floor.NAME),
-    ]
-    extra = w3_archives._against_floor(results)
-    assert [(r.metric, r.impl, r.peer, r.target) for r in extra] == [
-        ("write at 1k", "klepto.dir_archive", _floor.NAME, None)
-    ]
