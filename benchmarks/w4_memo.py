@@ -134,7 +134,7 @@ def run(quick: bool = False) -> list[Result]:
     impls = _available()
     repeat = 3 if quick else 5
     samples: dict[str, list[tuple[dict, dict]]] = {name: [] for name in impls}
-    with bench_dir(".klepto-w4-") as base:
+    with bench_dir(".klepto-w4-", settle=not quick) as base:
         for rep in range(repeat):
             for i, name in enumerate(impls):
                 path = str(base / f"{rep}-{i}")

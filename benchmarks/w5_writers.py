@@ -128,7 +128,7 @@ def run(quick: bool = False) -> list[Result]:
     stores = _available()
     repeat = 2 if quick else 3
     results: list[Result] = []
-    with bench_dir(".klepto-w5-") as base:
+    with bench_dir(".klepto-w5-", settle=not quick) as base:
         for writers in (2, 8):
             samples: dict[str, list[tuple[float, int]]] = {name: [] for name in stores}
             for rep in range(repeat):

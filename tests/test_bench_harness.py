@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from benchmarks import _floor, _harness
+from benchmarks import _floor, _harness, w3_archives
 
 
 @pytest.fixture
@@ -24,11 +24,25 @@ def _sleeps(monkeypatch) -> list[float]:
     return slept
 
 
-def test_a_fresh_deletion_is_waited_out(mark, monkeypatch):
+def _aged(mark, seconds: float) -> None:
     mark.touch()
+    then = time.time() - seconds
+    os.utime(mark, (then, then))
+
+
+def test_a_recent_deletion_is_waited_out_to_its_end(mark, monkeypatch):
+    _aged(mark, 30)
     slept = _sleeps(monkeypatch)
     _harness.settle_file_system()
-    assert len(slept) == 1 and 0 < slept[0] <= _harness.SETTLE_SECONDS
+    assert len(slept) == 1
+    assert _harness.SETTLE_SECONDS - 31 < slept[0] <= _harness.SETTLE_SECONDS - 30
+
+
+def test_a_mark_in_the_future_waits_the_whole_time_and_no_more(mark, monkeypatch):
+    _aged(mark, -3600)  # the clock was set back
+    slept = _sleeps(monkeypatch)
+    _harness.settle_file_system()
+    assert slept == [_harness.SETTLE_SECONDS]
 
 
 def test_an_old_deletion_or_none_is_not_waited_for(mark, monkeypatch):
@@ -55,6 +69,42 @@ def test_bench_dir_deletes_its_stores_and_marks_only_mass_deletions(mark, monkey
             (base / name).write_bytes(b"x")
     assert not base.exists()
     assert time.time() - mark.stat().st_mtime < 60
+
+
+def test_bench_dir_settles_first_unless_told_not_to(mark, monkeypatch):
+    slept = _sleeps(monkeypatch)
+    mark.touch()
+    with _harness.bench_dir(".w-", settle=False):
+        assert slept == []
+    with _harness.bench_dir(".w-"):
+        assert len(slept) == 1
+
+
+def test_an_unwritable_mark_never_loses_a_run(mark, monkeypatch):
+    _sleeps(monkeypatch)
+    monkeypatch.setattr(_harness, "MASS_DELETION", 1)
+
+    def refuse(*args, **kwargs):
+        raise PermissionError("another user's mark")
+
+    monkeypatch.setattr(type(mark), "touch", refuse)
+    with _harness.bench_dir(".w-") as base:
+        (base / "a").write_bytes(b"x")
+    assert not base.exists()
+
+
+def test_growth_hands_the_readers_its_largest_store_with_every_key(tmp_path):
+    stores = {"klepto.file_archive": w3_archives.STORES["klepto.file_archive"]}
+    grown = w3_archives._growth(stores, tmp_path, [3, 10], batch=2, repeat=3)
+    assert set(grown["costs"]) == {("klepto.file_archive", 3), ("klepto.file_archive", 10)}
+    held = grown["filled"]["klepto.file_archive"]
+    assert held == 10 + 2 * 3
+    store = stores["klepto.file_archive"](grown["paths"]["klepto.file_archive"])
+    try:
+        assert len(store) == held
+        assert store[w3_archives._key(held - 1)] == w3_archives.VALUE
+    finally:
+        store.close()
 
 
 def test_the_floor_round_trips_and_leaves_no_temporary_file(tmp_path):
