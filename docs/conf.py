@@ -7,7 +7,7 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
-from klepto._about import __version__  # noqa: E402 -- after the path set-up above
+from klepto._about import __version__
 
 project = "klepto"
 author = "the klepto developers"
