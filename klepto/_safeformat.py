@@ -8,6 +8,12 @@ is a tag: ``{"$t": [...]}`` tuple, ``{"$b": "<base64>"}`` bytes, ``{"$s": [...]}
 ``{"$dec": "1.10"}`` Decimal, ``{"$uuid": hex}``, ``{"$su": "<base64>"}`` text holding
 surrogate code points (its UTF-8 with ``surrogatepass``). Other types can be added with
 :func:`register_safe_type`; decoding looks tags up in that allow-list and nothing else.
+
+A datetime is its ISO text, so an aware one comes back with the same wall time and UTC
+offset under a fixed-offset ``datetime.timezone``, not its original ``tzinfo`` (a
+``ZoneInfo`` zone's name and rules are not kept): the same instant, but ``==`` between the
+two is ``False`` for a time in a daylight-saving gap or fold (PEP 495's rule for comparing
+datetimes of different zones there).
 """
 
 from __future__ import annotations

@@ -114,7 +114,9 @@ class JsonSerializer:
 
 
 class SafeSerializer(JsonSerializer):
-    """Tagged JSON for plain data (tuples, bytes, sets, datetimes, NaN/inf, ...); no code runs."""
+    """Tagged JSON for plain data (tuples, bytes, sets, datetimes, NaN/inf, ...); no code runs.
+
+    Aware datetimes keep their wall time and UTC offset, not their time zone object."""
 
     name = "safe"
 

@@ -30,7 +30,16 @@ def same(a, b) -> bool:
         return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
     if isinstance(a, dict):
         return len(a) == len(b) and all(k in b and same(v, b[k]) for k, v in a.items())
+    if isinstance(a, datetime.datetime) and a.tzinfo is not None:
+        a, b = _wall_and_offset(a), _wall_and_offset(b)
     return a == b
+
+
+def _wall_and_offset(moment: datetime.datetime) -> tuple:
+    """An aware datetime comes back with its offset, not its zone (``_safeformat``'s
+    docstring); ``==`` across zones is False in a DST gap or fold (PEP 495), so compare
+    what is kept: the wall time and the UTC offset."""
+    return moment.replace(tzinfo=None), moment.utcoffset()
 
 
 hashables = st.recursive(
@@ -140,3 +149,16 @@ def test_nothing_is_executed():
     assert _safeformat.loads(b"{\"a\": \"__import__('os').system('false')\"}") == {
         "a": "__import__('os').system('false')"
     }
+
+
+def test_an_aware_datetime_in_a_dst_gap_keeps_its_wall_time_and_offset():
+    zoneinfo = pytest.importorskip("zoneinfo")
+    try:
+        zone = zoneinfo.ZoneInfo("Pacific/Auckland")
+    except zoneinfo.ZoneInfoNotFoundError:
+        pytest.skip("no time zone database on this machine")
+    gap = datetime.datetime(2008, 9, 28, 2, 30, tzinfo=zone)  # clocks went 2:00 -> 3:00
+    back = loads(dumps(gap))
+    assert back.replace(tzinfo=None) == gap.replace(tzinfo=None)
+    assert back.utcoffset() == gap.utcoffset()
+    assert type(back.tzinfo) is datetime.timezone
