@@ -218,6 +218,18 @@ class LFUPolicy(Policy):
         self._counts.clear()
 
 
+def _global_randbelow() -> Callable[[int], int]:
+    """What ``random.choice`` draws with: the global generator's ``_randbelow`` (CPython), or
+    an equivalent through ``random.choice`` itself where that is not there."""
+    randbelow = getattr(getattr(random, "_inst", None), "_randbelow", None)
+    if callable(randbelow):
+        return randbelow  # type: ignore[no-any-return]
+    return lambda n: random.choice(range(n))
+
+
+_randbelow = _global_randbelow()
+
+
 class RRPolicy(Policy):
     """Random replacement: one key drawn from the whole cache per overflow.
 
@@ -254,13 +266,21 @@ class RRPolicy(Policy):
             self._index[last] = position
 
     def victims(self, keys: Collection[Hashable]) -> list[Hashable]:
-        if len(self._keys) != len(keys):
+        own = self._keys
+        if len(own) != len(keys):
             self._adopt(keys)
-        if not self._keys:
+        if not own:
             return []
-        choose = self.choice if self.choice is not None else random.choice
-        victim = choose(self._keys)
-        self.remove(victim)
+        choice = self.choice
+        # random.choice(own) without its Python frame: the same draw from the same stream.
+        victim = own[_randbelow(len(own))] if choice is None else choice(own)
+        # remove(victim), inlined: this runs on every miss of a full cache.
+        index = self._index
+        position = index.pop(victim)
+        last = own.pop()
+        if position < len(own):
+            own[position] = last
+            index[last] = position
         return [victim]
 
     def _adopt(self, keys: Collection[Hashable]) -> None:
