@@ -587,3 +587,23 @@ TestMRUMachine = _machine_test(MRUMachine)
 TestLFUMachine = _machine_test(LFUMachine)
 TestRRMachine = _machine_test(RRMachine)
 TestRRGlobalRandomMachine = _machine_test(RRGlobalRandomMachine)
+
+
+@pytest.mark.parametrize("private_generator", [True, False])
+def test_rr_draws_what_random_choice_would(monkeypatch, private_generator):
+    """The victim is the key ``random.choice`` would pick from the same state, whether the
+    global generator's ``_randbelow`` is there to call (CPython) or not."""
+    from klepto import _policies
+
+    if not private_generator:
+        monkeypatch.delattr(random, "_inst")
+        monkeypatch.setattr(_policies, "_randbelow", _policies._global_randbelow())
+    keys = [f"k{i}" for i in range(50)]
+    policy = RRPolicy(10)
+    for key in keys:
+        policy.insert(key)
+    random.seed(7)
+    expected = random.choice(list(policy._keys))
+    random.seed(7)
+    assert policy.victims(keys) == [expected]
+    assert expected not in policy._keys and len(policy._keys) == 49
