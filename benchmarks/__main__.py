@@ -12,6 +12,7 @@ import sys
 import time
 
 from benchmarks._harness import report
+from benchmarks._scratch import delete_scratch
 
 WORKLOADS = {
     "W1": "benchmarks.w1_hits",
@@ -40,12 +41,15 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown workload(s): {', '.join(unknown)}")
     results = []
-    for name in chosen:
-        module = importlib.import_module(WORKLOADS[name])
-        started = time.perf_counter()
-        print(f"# {name}: {module.TITLE}", flush=True)
-        results.extend(module.run(quick=args.quick))
-        print(f"#   done in {time.perf_counter() - started:.1f} s", flush=True)
+    try:
+        for name in chosen:
+            module = importlib.import_module(WORKLOADS[name])
+            started = time.perf_counter()
+            print(f"# {name}: {module.TITLE}", flush=True)
+            results.extend(module.run(quick=args.quick))
+            print(f"#   done in {time.perf_counter() - started:.1f} s", flush=True)
+    finally:
+        delete_scratch()  # only now: a deletion slows the next workload's file creation
     missed = report(results, emit_json=not args.no_json)
     if args.chart:
         from benchmarks._chart import write_chart

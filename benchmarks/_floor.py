@@ -2,7 +2,7 @@
 
 W3 measures it beside the stores, interleaved with them, as the file system's weather
 during the run: what creating, replacing and reading a file cost then. That cost is not
-steady on every machine (``benchmarks._harness.bench_dir``: after mass deletions, creating
+steady on every machine (``benchmarks._scratch``: after mass deletions, creating
 a file can cost 5-20x more for minutes), and a directory archive's ratio to diskcache
 (which keeps small values in SQLite) moves with it. It is reported without a ratio: it
 lives in directories of its own, and where the file system places a directory decides how

@@ -6,10 +6,11 @@ stores also get a row in ``TARGETS`` (largest acceptable ratio to ``PEER`` per m
 Adding another archive kind is one entry in each. Stores are measured interleaved
 (store after store in every repetition) so that machine noise hits all of them alike.
 
-The stores are created in :func:`benchmarks._harness.bench_dir` (on the disk the user
-keeps data on, and only after the file system has settled from earlier deletions). Nothing
-is deleted before the end of the run: creating files soon after many were deleted costs
-several times more (see ``bench_dir``), which would penalise whichever store runs next.
+The stores are created in :func:`benchmarks._scratch.bench_dir` (on the disk the user
+keeps data on, after the file system has settled from an earlier run's deletions) and
+deleted only when the whole run ends: creating files soon after many were deleted costs
+several times more (see ``benchmarks._scratch``), which would penalise whichever store
+creates files next.
 Every timed write phase starts after ``os.sync()``, so no store is timed while another's
 dirty pages are written back.
 
@@ -35,7 +36,8 @@ from typing import Any
 
 from benchmarks import _filescale
 from benchmarks import _floor as _floor_store
-from benchmarks._harness import Result, bench_dir
+from benchmarks._harness import Result
+from benchmarks._scratch import bench_dir
 
 NAME = "W3"
 TITLE = "archives: direct writes, growth, new-process reads, large values"

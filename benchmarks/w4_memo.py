@@ -20,7 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks._harness import Result, bench_dir
+from benchmarks._harness import Result
+from benchmarks._scratch import bench_dir
 
 NAME = "W4"
 TITLE = "memoized function persisted to disk: first calls, hits, new-process hits"

@@ -17,7 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks._harness import Result, bench_dir
+from benchmarks._harness import Result
+from benchmarks._scratch import bench_dir
 
 NAME = "W5"
 TITLE = "concurrent writer processes: lost keys and throughput"

@@ -1,4 +1,4 @@
-"""The benchmark harness's scratch directories and W3's file-per-key floor (no timing)."""
+"""The benchmarks' scratch directories, W3's growth sampling and its file-per-key floor."""
 
 from __future__ import annotations
 
@@ -7,20 +7,21 @@ import time
 
 import pytest
 
-from benchmarks import _floor, _harness, w3_archives
+from benchmarks import _floor, _scratch, w3_archives
 
 
 @pytest.fixture
 def mark(tmp_path, monkeypatch):
     path = tmp_path / "deleted-mark"
-    monkeypatch.setattr(_harness, "DELETED_MARK", path)
+    monkeypatch.setattr(_scratch, "DELETED_MARK", path)
+    monkeypatch.setattr(_scratch, "_pending", [])  # this test's directories only
     monkeypatch.setenv("KLEPTO_BENCH_DIR", str(tmp_path))
     return path
 
 
 def _sleeps(monkeypatch) -> list[float]:
     slept: list[float] = []
-    monkeypatch.setattr(_harness.time, "sleep", slept.append)
+    monkeypatch.setattr(_scratch.time, "sleep", slept.append)
     return slept
 
 
@@ -30,67 +31,85 @@ def _aged(mark, seconds: float) -> None:
     os.utime(mark, (then, then))
 
 
-def test_a_recent_deletion_is_waited_out_to_its_end(mark, monkeypatch):
+def test_a_recent_mass_deletion_is_waited_out_to_its_end(mark, monkeypatch):
     _aged(mark, 30)
     slept = _sleeps(monkeypatch)
-    _harness.settle_file_system()
+    _scratch.settle_file_system()
     assert len(slept) == 1
-    assert _harness.SETTLE_SECONDS - 31 < slept[0] <= _harness.SETTLE_SECONDS - 30
+    assert _scratch.SETTLE_SECONDS - 31 < slept[0] <= _scratch.SETTLE_SECONDS - 30
+
+
+def test_the_wait_covers_the_kernels_longest_window():
+    assert _scratch.SETTLE_SECONDS > 360  # recently_deleted(): 60 s, 360 s while dirty
 
 
 def test_a_mark_in_the_future_waits_the_whole_time_and_no_more(mark, monkeypatch):
     _aged(mark, -3600)  # the clock was set back
     slept = _sleeps(monkeypatch)
-    _harness.settle_file_system()
-    assert slept == [_harness.SETTLE_SECONDS]
+    _scratch.settle_file_system()
+    assert slept == [_scratch.SETTLE_SECONDS]
 
 
 def test_an_old_deletion_or_none_is_not_waited_for(mark, monkeypatch):
     slept = _sleeps(monkeypatch)
-    _harness.settle_file_system()  # no mark at all
-    mark.touch()
-    old = time.time() - _harness.SETTLE_SECONDS - 1
-    os.utime(mark, (old, old))
-    _harness.settle_file_system()
+    _scratch.settle_file_system()  # no mark at all
+    _aged(mark, _scratch.SETTLE_SECONDS + 1)
+    _scratch.settle_file_system()
     assert slept == []
 
 
-def test_bench_dir_deletes_its_stores_and_marks_only_mass_deletions(mark, monkeypatch, tmp_path):
+def test_scratch_directories_outlive_their_workload_and_go_at_the_end(mark, monkeypatch, tmp_path):
     _sleeps(monkeypatch)
-    monkeypatch.setattr(_harness, "MASS_DELETION", 3)
-    with _harness.bench_dir(".w-") as base:
-        (base / "store").mkdir()
-        (base / "store" / "entry").write_bytes(b"x")
-        assert base.parent == tmp_path
-    assert not base.exists()
-    assert not mark.exists()  # one file: nothing to wait for
-    with _harness.bench_dir(".w-") as base:
-        for name in "abc":
-            (base / name).write_bytes(b"x")
-    assert not base.exists()
-    assert time.time() - mark.stat().st_mtime < 60
+    monkeypatch.setattr(_scratch, "MASS_DELETION", 3)
+    with _scratch.bench_dir(".w-") as first:
+        (first / "entry").write_bytes(b"x")
+        assert first.parent == tmp_path
+    with _scratch.bench_dir(".w-") as second:
+        for name in "ab":
+            (second / name).write_bytes(b"x")
+    assert first.exists() and second.exists()  # no deletion between workloads
+    assert not mark.exists()
+    _scratch.delete_scratch()
+    assert not first.exists() and not second.exists()
+    assert time.time() - mark.stat().st_mtime < 60  # three files: a mass deletion here
+
+
+def test_a_small_deletion_leaves_no_mark(mark, monkeypatch):
+    with _scratch.bench_dir(".w-", settle=False) as base:
+        (base / "entry").write_bytes(b"x")
+    _scratch.delete_scratch()
+    assert not base.exists() and not mark.exists()
 
 
 def test_bench_dir_settles_first_unless_told_not_to(mark, monkeypatch):
     slept = _sleeps(monkeypatch)
     mark.touch()
-    with _harness.bench_dir(".w-", settle=False):
+    with _scratch.bench_dir(".w-", settle=False):
         assert slept == []
-    with _harness.bench_dir(".w-"):
+    with _scratch.bench_dir(".w-"):
         assert len(slept) == 1
+    _scratch.delete_scratch()
 
 
 def test_an_unwritable_mark_never_loses_a_run(mark, monkeypatch):
-    _sleeps(monkeypatch)
-    monkeypatch.setattr(_harness, "MASS_DELETION", 1)
+    monkeypatch.setattr(_scratch, "MASS_DELETION", 1)
 
     def refuse(*args, **kwargs):
         raise PermissionError("another user's mark")
 
-    monkeypatch.setattr(type(mark), "touch", refuse)
-    with _harness.bench_dir(".w-") as base:
+    with _scratch.bench_dir(".w-", settle=False) as base:
         (base / "a").write_bytes(b"x")
+    monkeypatch.setattr(type(mark), "touch", refuse)
+    _scratch.delete_scratch()
     assert not base.exists()
+
+
+def test_the_floor_round_trips_and_leaves_no_temporary_file(tmp_path):
+    store = _floor.FilePerKey(str(tmp_path / "floor"))
+    store["key-1"] = {"a": 1}
+    store["key-1"] = {"a": 2}
+    assert store["key-1"] == {"a": 2}
+    assert sorted(os.listdir(tmp_path / "floor")) == ["key-1"]
 
 
 def test_growth_hands_the_readers_its_largest_store_with_every_key(tmp_path):
@@ -105,11 +124,3 @@ def test_growth_hands_the_readers_its_largest_store_with_every_key(tmp_path):
         assert store[w3_archives._key(held - 1)] == w3_archives.VALUE
     finally:
         store.close()
-
-
-def test_the_floor_round_trips_and_leaves_no_temporary_file(tmp_path):
-    store = _floor.FilePerKey(str(tmp_path / "floor"))
-    store["key-1"] = {"a": 1}
-    store["key-1"] = {"a": 2}
-    assert store["key-1"] == {"a": 2}
-    assert sorted(os.listdir(tmp_path / "floor")) == ["key-1"]
