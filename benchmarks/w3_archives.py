@@ -154,9 +154,12 @@ GROWTH_BATCH, GROWTH_SAMPLES = 25, 11  # per checkpoint and store: 275 writes, m
 # Rounds right after the fill and its sync run slower for every store (measured: the first
 # four or five of eleven at up to 3x): not recorded.
 GROWTH_WARMUP = 4
-# Fresh reader processes per store: one process in four or so runs its reads ~1.5x slower
-# than the others (every store alike, also with a fixed hash seed): a median of nine.
+# Fresh reader processes per store, a median of nine: a reader caught in one of the
+# machine's slow spells runs its reads up to ~1.5x slower (every store alike).
 READ_SAMPLES = 9
+# Distinct random keys each reader process reads once. The machine's slow spells last from
+# milliseconds to seconds: 1000 reads (~10 ms) were often all inside one, 3000 average more.
+READS = 3000
 
 
 def _close(store: Any) -> None:
@@ -348,7 +351,7 @@ def _read_results(stores: dict, grown: dict, repeat: int) -> list[Result]:
     for _ in range(repeat):
         for name in stores:
             samples[name].append(
-                _fresh_process_reads(name, grown["paths"][name], grown["filled"][name], 1000)
+                _fresh_process_reads(name, grown["paths"][name], grown["filled"][name], READS)
             )
     results = []
     for name, got in samples.items():
