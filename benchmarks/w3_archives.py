@@ -34,8 +34,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks import _filescale
-from benchmarks import _floor as _floor_store
+from benchmarks import _filescale, _floor
 from benchmarks._harness import Result
 from benchmarks._scratch import bench_dir
 
@@ -89,10 +88,6 @@ def _sqlitedict(path: str) -> Any:
     return sqlitedict.SqliteDict(os.path.join(path, "db.sqlite"), autocommit=True)
 
 
-def _floor(path: str) -> Any:
-    return _floor_store.FilePerKey(path)
-
-
 def _shelve(path: str) -> Any:
     import shelve
 
@@ -109,7 +104,7 @@ STORES: dict[str, Callable[[str], Any]] = {
     "diskcache.Cache": _diskcache,
     "sqlitedict autocommit": _sqlitedict,
     "shelve": _shelve,
-    _floor_store.NAME: _floor,
+    _floor.NAME: _floor.FilePerKey,
 }
 #: Stores used only for large values (memory-mapped reads).
 LARGE_ONLY: dict[str, Callable[[str], Any]] = {
